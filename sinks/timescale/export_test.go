@@ -1,0 +1,4 @@
+package timescale
+
+// ParseMigrations exposes parseMigrations to the external tests.
+var ParseMigrations = parseMigrations
