@@ -110,16 +110,29 @@ func NewStage(cfg StageConfig, deps Deps) (*Stage, error) {
 		backoff: Backoff{Initial: deps.Pipeline.RetryInitial.Std(), Max: deps.Pipeline.RetryMax.Std()},
 		group:   deps.Pipeline.GroupPrefix + "-" + cfg.Name,
 	}
-	clientID := deps.Kafka.ClientID + "-" + cfg.Name
+	cl, err := newConsumer(cfg.Name, s.group, cfg.Inputs, deps, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.cl = cl
+	return s, nil
+}
+
+// newConsumer creates the Kafka client of a consuming stage: a consumer-group
+// member that commits by hand between polls (rebalances wait for the poll in
+// progress), reads a new group from the start, and produces with the shared
+// durability settings. It registers the stage's Kafka readiness check.
+func newConsumer(name, group string, inputs []string, deps Deps, log *slog.Logger, extra ...kgo.Opt) (*kgo.Client, error) {
+	clientID := deps.Kafka.ClientID + "-" + name
 	hook, err := deps.Metrics.kafkaClient.hook(clientID)
 	if err != nil {
-		return nil, fmt.Errorf("stage %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("stage %s: %w", name, err)
 	}
 	opts := append(clientOpts(deps.Kafka, clientID), producerOpts()...)
 	opts = append(opts,
 		kgo.WithHooks(hook),
-		kgo.ConsumerGroup(s.group),
-		kgo.ConsumeTopics(cfg.Inputs...),
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(inputs...),
 		kgo.DisableAutoCommit(),
 		// Offsets are committed between polls; blocking rebalances while a
 		// poll is processed means no partition moves with work half done.
@@ -128,16 +141,16 @@ func NewStage(cfg StageConfig, deps Deps) (*Stage, error) {
 		// silently skip readings.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.WithLogger(kslog.New(s.log.With("component", "kafka"))),
+		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
 	)
+	opts = append(opts, extra...)
 	opts = append(opts, deps.ExtraOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("stage %s: creating kafka client: %w", cfg.Name, err)
+		return nil, fmt.Errorf("stage %s: creating kafka client: %w", name, err)
 	}
-	s.cl = cl
-	deps.Health.Add("kafka:"+cfg.Name, func(ctx context.Context) error { return cl.Ping(ctx) })
-	return s, nil
+	deps.Health.Add("kafka:"+name, func(ctx context.Context) error { return cl.Ping(ctx) })
+	return cl, nil
 }
 
 // Name returns the stage's name.
@@ -311,17 +324,23 @@ func (s *Stage) processWithRetry(ctx context.Context, rec Record) ([]Record, err
 }
 
 func (s *Stage) deadLetter(kr *kgo.Record, err error, reason string) Record {
-	r := fromKgo(kr)
-	r.Topic = s.cfg.DLQ
-	r.Headers = append(r.Headers,
-		Header{Key: HeaderError, Value: []byte(err.Error())},
-		Header{Key: HeaderErrorReason, Value: []byte(reason)},
-		Header{Key: HeaderErrorStage, Value: []byte(s.cfg.Name)},
-		Header{Key: HeaderSourceTopic, Value: []byte(kr.Topic)},
-		Header{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(kr.Partition)))},
-		Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(kr.Offset, 10))},
-	)
-	return r
+	return deadLetterRecord(fromKgo(kr), s.cfg.Name, s.cfg.DLQ, err, reason)
+}
+
+// deadLetterRecord is rec as it goes to the dead-letter topic: key, value and
+// headers unchanged, plus why, where from and which stage gave up.
+func deadLetterRecord(rec Record, stage, dlq string, err error, reason string) Record {
+	return Record{
+		Topic: dlq, Key: rec.Key, Value: rec.Value, Time: rec.Time,
+		Headers: append(append([]Header(nil), rec.Headers...),
+			Header{Key: HeaderError, Value: []byte(err.Error())},
+			Header{Key: HeaderErrorReason, Value: []byte(reason)},
+			Header{Key: HeaderErrorStage, Value: []byte(stage)},
+			Header{Key: HeaderSourceTopic, Value: []byte(rec.Topic)},
+			Header{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(rec.Partition)))},
+			Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(rec.Offset, 10))},
+		),
+	}
 }
 
 // ackTracker produces records asynchronously and collects their outcome, so
