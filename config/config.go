@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,8 @@ type Config struct {
 	MQTT           MQTT           `yaml:"mqtt"`
 	Pipeline       Pipeline       `yaml:"pipeline"`
 	Bridge         Bridge         `yaml:"bridge"`
+	Normalize      Normalize      `yaml:"normalize"`
+	Sink           Sink           `yaml:"sink"`
 }
 
 // Log configures the structured logger.
@@ -150,6 +153,12 @@ type Pipeline struct {
 	RetryMax Duration `yaml:"retry_max"`
 	// MaxPollRecords caps one poll. Default 5000.
 	MaxPollRecords int `yaml:"max_poll_records"`
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating (crashed) before giving its partitions to the others.
+	// Shorter recovers faster from a kill; too short evicts members during
+	// long GC or network pauses. Default 45s (Kafka's default); the broker
+	// allows 6s to 30m.
+	SessionTimeout Duration `yaml:"session_timeout"`
 }
 
 // Bridge configures the MQTT -> telemetry.raw stage.
@@ -167,6 +176,55 @@ type Bridge struct {
 	// ReceiveMaximum bounds the messages in flight between the broker and
 	// Kafka (MQTT v5 Receive Maximum). Default 1000.
 	ReceiveMaximum int `yaml:"receive_maximum"`
+}
+
+// Normalize configures the telemetry.raw -> telemetry.readings stage.
+type Normalize struct {
+	// ProvidersDir holds extra provider specs (*.yaml) beside the built-in
+	// ones. Default empty.
+	ProvidersDir string `yaml:"providers_dir"`
+	// DefaultProvider decodes records that carry no provider header (topics
+	// whose pattern names none). Default empty: such records are
+	// dead-lettered as unknown_provider.
+	DefaultProvider string `yaml:"default_provider"`
+	// MaxFutureSkew is how far past the stage's clock a reading may be
+	// stamped before it is dead-lettered (reason future_timestamp) instead of
+	// moving any window. Default 10m.
+	MaxFutureSkew Duration `yaml:"max_future_skew"`
+	// MaxAge is how old a reading may be (reason too_old beyond). Default
+	// 8760h (a year): devices upload backlogs after long outages.
+	MaxAge Duration `yaml:"max_age"`
+	// DeviceRefresh is how often the device -> point map is reloaded; a
+	// change in the devices table also reloads it at once. Default 30s.
+	DeviceRefresh Duration `yaml:"device_refresh"`
+	// Ranges flag readings outside [min, max] (canonical units) as
+	// out_of_range. Default flow [-1, 100000] L/s, totalizer [0, 1e12] m3,
+	// level [-10, 3000] m.
+	Ranges map[string]Range `yaml:"ranges"`
+	// Spike flags a reading that differs from the device's previous one by
+	// more than this (canonical units). Default flow 500, level 5.
+	Spike map[string]float64 `yaml:"spike"`
+	// StaleAfter flags as stale the readings of a variable that repeats the
+	// exact same value this many times in a row. Default level 60.
+	StaleAfter map[string]int `yaml:"stale_after"`
+	// TotalizerRollover is, per provider, the totalizer value (m3) at which
+	// its counter wraps to zero; a drop from near it is a rollover, any other
+	// drop a reset. Default lorawan-ttn 4294967.296 (2^32 L).
+	TotalizerRollover map[string]float64 `yaml:"totalizer_rollover"`
+}
+
+// Range is a closed interval.
+type Range struct {
+	Min float64 `yaml:"min"`
+	Max float64 `yaml:"max"`
+}
+
+// Sink configures the telemetry.readings -> readings (TimescaleDB) stage.
+type Sink struct {
+	// BatchSize caps the rows of one COPY transaction. Default 10000.
+	BatchSize int `yaml:"batch_size"`
+	// Linger is how long a batch waits to fill. Default 100ms.
+	Linger Duration `yaml:"linger"`
 }
 
 // Default returns the whole default tree. Every default lives here.
@@ -208,6 +266,7 @@ func Default() Config {
 			RetryInitial:    Duration(200 * time.Millisecond),
 			RetryMax:        Duration(30 * time.Second),
 			MaxPollRecords:  5000,
+			SessionTimeout:  Duration(45 * time.Second),
 		},
 		Bridge: Bridge{
 			Subscriptions:  []string{"telemetry/+/+"},
@@ -215,6 +274,20 @@ func Default() Config {
 			TopicPattern:   "telemetry/{provider}/{device}",
 			ReceiveMaximum: 1000,
 		},
+		Normalize: Normalize{
+			MaxFutureSkew: Duration(10 * time.Minute),
+			MaxAge:        Duration(8760 * time.Hour),
+			DeviceRefresh: Duration(30 * time.Second),
+			Ranges: map[string]Range{
+				"flow":      {Min: -1, Max: 100000},
+				"totalizer": {Min: 0, Max: 1e12},
+				"level":     {Min: -10, Max: 3000},
+			},
+			Spike:             map[string]float64{"flow": 500, "level": 5},
+			StaleAfter:        map[string]int{"level": 60},
+			TotalizerRollover: map[string]float64{"lorawan-ttn": 4294967.296},
+		},
+		Sink: Sink{BatchSize: 10000, Linger: Duration(100 * time.Millisecond)},
 	}
 }
 
@@ -230,6 +303,8 @@ func (c *Config) Validate() error {
 	c.MQTT.validate(&p)
 	c.Pipeline.validate(&p)
 	c.Bridge.validate(&p)
+	c.Normalize.validate(&p)
+	c.Sink.validate(&p)
 	return p.err()
 }
 
@@ -411,6 +486,9 @@ func (pl Pipeline) validate(p *problems) {
 	if pl.MaxPollRecords < 1 {
 		p.addf("pipeline.max_poll_records", "must be at least 1; got %d", pl.MaxPollRecords)
 	}
+	if st := pl.SessionTimeout.Std(); st < 6*time.Second || st > 30*time.Minute {
+		p.addf("pipeline.session_timeout", "must be between 6s and 30m (the broker's group.min/max.session.timeout.ms); got %s", st)
+	}
 }
 
 func (b Bridge) validate(p *problems) {
@@ -480,4 +558,46 @@ func validPattern(pattern string) error {
 		return fmt.Errorf("%q must capture {device}", pattern)
 	}
 	return nil
+}
+
+func (n Normalize) validate(p *problems) {
+	p.positive("normalize.max_future_skew", n.MaxFutureSkew)
+	p.positive("normalize.max_age", n.MaxAge)
+	p.positive("normalize.device_refresh", n.DeviceRefresh)
+	for _, v := range sortedKeys(n.Ranges) {
+		if r := n.Ranges[v]; r.Min > r.Max {
+			p.addf("normalize.ranges."+v, "min %g is above max %g", r.Min, r.Max)
+		}
+	}
+	for _, v := range sortedKeys(n.Spike) {
+		if n.Spike[v] <= 0 {
+			p.addf("normalize.spike."+v, "must be positive; got %g", n.Spike[v])
+		}
+	}
+	for _, v := range sortedKeys(n.StaleAfter) {
+		if n.StaleAfter[v] < 2 {
+			p.addf("normalize.stale_after."+v, "must be at least 2; got %d", n.StaleAfter[v])
+		}
+	}
+	for _, v := range sortedKeys(n.TotalizerRollover) {
+		if n.TotalizerRollover[v] <= 0 {
+			p.addf("normalize.totalizer_rollover."+v, "must be positive; got %g", n.TotalizerRollover[v])
+		}
+	}
+}
+
+func (s Sink) validate(p *problems) {
+	if s.BatchSize < 1 {
+		p.addf("sink.batch_size", "must be at least 1; got %d", s.BatchSize)
+	}
+	p.positive("sink.linger", s.Linger)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -247,3 +247,22 @@ func TestExampleFileHasEveryKeyAtItsDefault(t *testing.T) {
 		}
 	}
 }
+
+func TestMapsMergeOverDefaults(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("normalize:\n  ranges:\n    flow: {min: 0, max: 50}\n  spike:\n    pressure: 100\n"), 0o600))
+	cfg, err := config.Load(f, nil)
+	require.NoError(t, err)
+	require.Equal(t, config.Range{Min: 0, Max: 50}, cfg.Normalize.Ranges["flow"])
+	require.Equal(t, config.Range{Min: -10, Max: 3000}, cfg.Normalize.Ranges["level"], "defaults not given stay")
+	require.Equal(t, 100.0, cfg.Normalize.Spike["pressure"])
+	require.Equal(t, 500.0, cfg.Normalize.Spike["flow"])
+
+	_, err = config.Load("", []string{"STACKVPS_NORMALIZE_RANGES=x"})
+	require.ErrorContains(t, err, "normalize.ranges: cannot be set from the environment")
+	require.NoError(t, os.WriteFile(f, []byte("normalize:\n  ranges:\n    flow: {min: 9, max: 1}\n  stale_after: {level: 1}\nsink: {batch_size: 0}\n"), 0o600))
+	_, err = config.Load(f, nil)
+	require.ErrorContains(t, err, "normalize.ranges.flow: min 9 is above max 1")
+	require.ErrorContains(t, err, "normalize.stale_after.level: must be at least 2")
+	require.ErrorContains(t, err, "sink.batch_size: must be at least 1")
+}

@@ -122,6 +122,15 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, p *problems) {
 		p.addf(keyOr(path), "%s (line %d)", cleanYAMLError(err), n.Line)
 		return
 	}
+	if v.Kind() == reflect.Map && !v.IsNil() && !fresh.Elem().IsNil() {
+		// A map from the file is merged over the defaults: giving one
+		// entry does not drop the others.
+		for _, k := range v.MapKeys() {
+			if !fresh.Elem().MapIndex(k).IsValid() {
+				fresh.Elem().SetMapIndex(k, v.MapIndex(k))
+			}
+		}
+	}
 	v.Set(fresh.Elem())
 }
 
@@ -290,6 +299,10 @@ func reserved(name string) bool {
 // the file, so both accept the same spellings. Lists are comma-separated.
 func setFromEnv(v reflect.Value, s, path, envName string, p *problems) {
 	var n yaml.Node
+	if v.Kind() == reflect.Map {
+		p.addf(path, "cannot be set from the environment (%s); use the file", envName)
+		return
+	}
 	if v.Kind() == reflect.Slice {
 		if v.Type().Elem().Kind() != reflect.String {
 			p.addf(path, "cannot be set from the environment (%s); use the file", envName)

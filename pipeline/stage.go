@@ -141,6 +141,8 @@ func newConsumer(name, group string, inputs []string, deps Deps, log *slog.Logge
 		// silently skip readings.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.SessionTimeout(deps.Pipeline.SessionTimeout.Std()),
+		kgo.HeartbeatInterval(min(3*time.Second, deps.Pipeline.SessionTimeout.Std()/3)),
 		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
 	)
 	opts = append(opts, extra...)

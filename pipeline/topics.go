@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -108,8 +109,13 @@ func EnsureTopics(ctx context.Context, k config.Kafka, specs []TopicSpec, extra 
 		}
 		switch {
 		case errors.Is(err, kerr.TopicAlreadyExists):
-			// Another process created it between describe and create.
-			out = append(out, TopicState{Name: s.Name, Partitions: int(s.Partitions), Note: "created concurrently by another process"})
+			// It exists after all: created by another process since the
+			// describe, or the broker's metadata lagged behind a creation.
+			st, err := describeSettled(ctx, adm, s.Name)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, st)
 		case err != nil:
 			msg := resp.ErrMessage
 			if msg != "" {
@@ -123,6 +129,25 @@ func EnsureTopics(ctx context.Context, k config.Kafka, specs []TopicSpec, extra 
 		}
 	}
 	return out, nil
+}
+
+// describeSettled describes a topic known to exist, waiting briefly for
+// metadata that has not caught up with its creation.
+func describeSettled(ctx context.Context, adm *kadm.Client, name string) (TopicState, error) {
+	for attempt := 0; ; attempt++ {
+		st, err := describe(ctx, adm, []string{name})
+		if err != nil {
+			return TopicState{}, err
+		}
+		if !st[name].Missing || attempt == 20 {
+			return st[name], nil
+		}
+		select {
+		case <-ctx.Done():
+			return TopicState{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // DescribeTopics reports the named topics as they exist.

@@ -23,7 +23,7 @@ type Config struct {
 	// Devices is the number of devices. Default 50.
 	Devices int
 	// Rate is readings per device per second; 0 publishes as fast as the
-	// broker takes them (Count is then required). Default 1.
+	// broker takes them (Count is then required). The CLI's default is 1.
 	Rate float64
 	// Count is readings per device; 0 with Duration 0 means until ctx ends.
 	Count int
@@ -177,6 +177,12 @@ func prefixOf(f Format) string {
 	return "dev"
 }
 
+// PointOf is the catchment point code `simulate --register` gives a device.
+func PointOf(device string) string { return "P-" + device }
+
+// Provider returns the provider (format) of device i.
+func (f *Fleet) Provider(i int) string { return f.devices[i].format.Provider() }
+
 // Config returns the configuration with its defaults applied.
 func (f *Fleet) Config() Config { return f.cfg }
 
@@ -207,7 +213,9 @@ func (f *Fleet) ReadingAt(i, n int, start time.Time) Reading {
 	flow = math.Round(flow*1000) / 1000
 	// The totalizer integrates the flow, in whole litres.
 	litres := 500_000 + float64(i)*10_000 + d.base*float64(n)*step.Seconds()
-	level := 8 + 4*math.Sin(d.phase+2*math.Pi*hours/(24*7))
+	// Level sensors jitter by a centimetre: without it a slow trend repeats
+	// the same value for minutes, which normalize rightly flags as stale.
+	level := 8 + 4*math.Sin(d.phase+2*math.Pi*hours/(24*7)) + 0.01*float64(int(hash(fmt.Sprint(d.id, n))%3)-1)
 	return Reading{
 		Device:    d.id,
 		Time:      t,

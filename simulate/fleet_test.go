@@ -64,7 +64,9 @@ func TestFormatsCarryTheReading(t *testing.T) {
 		b, err := simulate.LoRaWAN{}.Encode(r)
 		require.NoError(t, err)
 		var v struct {
-			IDs    struct{ DeviceID string `json:"device_id"` } `json:"end_device_ids"`
+			IDs struct {
+				DeviceID string `json:"device_id"`
+			} `json:"end_device_ids"`
 			Uplink struct {
 				FPort      int    `json:"f_port"`
 				FRMPayload string `json:"frm_payload"`

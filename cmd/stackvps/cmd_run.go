@@ -11,13 +11,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/pipeline"
+	"github.com/stackvps/stackvps/points"
+	"github.com/stackvps/stackvps/providers"
+	"github.com/stackvps/stackvps/schemas"
+	"github.com/stackvps/stackvps/sinks/timescale"
 	"github.com/stackvps/stackvps/stages/bridge"
+	"github.com/stackvps/stackvps/stages/normalize"
 )
 
 // runner is a running stage.
@@ -36,6 +42,8 @@ type stageDef struct {
 func stageDefs() []stageDef {
 	return []stageDef{
 		{name: "bridge", summary: "MQTT -> telemetry.raw (acks MQTT only after Kafka)", build: buildBridge},
+		{name: "normalize", summary: "telemetry.raw -> telemetry.readings (providers, units, quality)", build: buildNormalize},
+		{name: "sink", summary: "telemetry.readings -> readings table (exactly once)", build: buildSink},
 	}
 }
 
@@ -76,6 +84,28 @@ type app struct {
 	metrics *pipeline.Metrics
 	health  *pipeline.Health
 	server  *pipeline.Server
+
+	poolOnce sync.Once
+	pool     *pgxpool.Pool
+	poolErr  error
+}
+
+// db returns the process's database pool, connecting on first use, with a
+// readiness check.
+func (a *app) db(ctx context.Context) (*pgxpool.Pool, error) {
+	a.poolOnce.Do(func() {
+		a.pool, a.poolErr = timescale.Connect(ctx, a.cfg.Database)
+		if a.poolErr == nil {
+			a.health.Add("postgres", func(ctx context.Context) error { return a.pool.Ping(ctx) })
+		}
+	})
+	return a.pool, a.poolErr
+}
+
+func (a *app) close() {
+	if a.pool != nil {
+		a.pool.Close()
+	}
 }
 
 func runCommand() *command {
@@ -117,6 +147,7 @@ func runStages(ctx context.Context, e *env, cfg *config.Config, defs []stageDef)
 	}
 	a := &app{cfg: cfg, log: log, reg: reg, metrics: met, health: pipeline.NewHealth(3 * time.Second)}
 	a.server = pipeline.NewServer(cfg.HTTP, reg, a.health, log.With("component", "http"))
+	defer a.close()
 	if err := a.server.Listen(); err != nil {
 		return err
 	}
@@ -191,4 +222,93 @@ type closingRunner struct {
 func (c closingRunner) Run(ctx context.Context) error {
 	defer c.close()
 	return c.runner.Run(ctx)
+}
+
+func buildNormalize(ctx context.Context, a *app) (runner, error) {
+	pool, err := a.db(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := timescale.CheckMigrated(ctx, pool); err != nil {
+		return nil, err
+	}
+	reg := providers.NewRegistry()
+	if err := providers.RegisterBuiltin(reg); err != nil {
+		return nil, err
+	}
+	if dir := a.cfg.Normalize.ProvidersDir; dir != "" {
+		specs, err := providers.LoadSpecDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("normalize.providers_dir: %w", err)
+		}
+		for _, sp := range specs {
+			if err := reg.Register(sp.Name(), sp); err != nil {
+				return nil, fmt.Errorf("normalize.providers_dir: %w", err)
+			}
+		}
+	}
+	codec, err := schemas.NewReadingCodec(ctx, a.cfg.SchemaRegistry, a.cfg.Kafka.Topics.Readings)
+	if err != nil {
+		return nil, err
+	}
+	log := a.log.With("stage", "normalize")
+	dir := normalize.NewDirectory(points.NewStore(pool), a.cfg.Normalize.DeviceRefresh.Std(), log)
+	a.health.Add("devices", dir.Ready)
+	proc, err := normalize.New(a.cfg.Normalize, normalize.Deps{
+		Decoders: reg, Devices: dir, Encoder: codec, Registerer: a.reg, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	st, err := pipeline.NewStage(pipeline.StageConfig{
+		Name: "normalize", Inputs: []string{a.cfg.Kafka.Topics.Raw}, Output: a.cfg.Kafka.Topics.Readings,
+		DLQ: a.cfg.Kafka.Topics.RawDLQ, Processor: proc,
+	}, a.pipelineDeps())
+	if err != nil {
+		return nil, err
+	}
+	return together{dir, st}, nil
+}
+
+func buildSink(ctx context.Context, a *app) (runner, error) {
+	pool, err := a.db(ctx)
+	if err != nil {
+		return nil, err
+	}
+	codec, err := schemas.NewReadingCodec(ctx, a.cfg.SchemaRegistry, a.cfg.Kafka.Topics.Readings)
+	if err != nil {
+		return nil, err
+	}
+	decode := func(b []byte) (timescale.Row, error) {
+		var r schemas.Reading
+		if err := codec.Decode(b, &r); err != nil {
+			if !errors.Is(err, schemas.ErrBadRecord) {
+				// The registry could not be asked for the writer's schema.
+				return timescale.Row{}, pipeline.Transient(err)
+			}
+			return timescale.Row{}, err
+		}
+		return timescale.Row{Time: r.Time, Point: r.Point, Variable: r.Variable, Value: r.Value, Quality: r.Quality,
+			Device: r.Device, RawValue: r.RawValue, RawUnit: r.RawUnit}, nil
+	}
+	w, err := timescale.NewWriter(ctx, pool, decode, a.reg, a.log.With("stage", "sink"))
+	if err != nil {
+		return nil, err
+	}
+	return pipeline.NewBatchStage(pipeline.BatchStageConfig{
+		Name: "sink", Inputs: []string{a.cfg.Kafka.Topics.Readings}, DLQ: a.cfg.Kafka.Topics.ReadingsDLQ,
+		Writer: w, MaxBatch: a.cfg.Sink.BatchSize, Linger: a.cfg.Sink.Linger.Std(),
+	}, a.pipelineDeps())
+}
+
+// together runs several runners until all return; the first error cancels
+// the others.
+type together []runner
+
+func (t together) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range t {
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	return g.Wait()
 }

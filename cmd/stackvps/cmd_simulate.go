@@ -11,9 +11,12 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/internal/mqttclient"
 	"github.com/stackvps/stackvps/pipeline"
+	"github.com/stackvps/stackvps/points"
 	"github.com/stackvps/stackvps/simulate"
+	"github.com/stackvps/stackvps/sinks/timescale"
 )
 
 func simulateCommand() *command {
@@ -37,6 +40,7 @@ func simulateCommand() *command {
 			fs.DurationVar(&sc.Faults.Skew, "skew", 0, "clock error of the skewed devices (e.g. 2h, -30m)")
 			fs.DurationVar(&sc.Faults.BurstEvery, "burst-every", 0, "devices hold readings and publish them together at this interval")
 			seed := fs.Uint64("seed", 1, "seed for fault choices")
+			register := fs.Bool("register", false, "first register the fleet's devices, each on its own point P-<device>, in the database")
 			return func(ctx context.Context, e *env, _ []string) error {
 				cfg, err := loadConfig(e)
 				if err != nil {
@@ -60,6 +64,12 @@ func simulateCommand() *command {
 					return &usageError{"simulate: " + err.Error()}
 				}
 				log := pipeline.NewLogger(cfg.Log, e.stderr)
+				if *register {
+					if err := registerFleet(ctx, cfg, fleet); err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "registered %d devices and their points\n", len(fleet.Devices()))
+				}
 				cc, err := mqttclient.ClientConfig(cfg.MQTT, mqttclient.Options{
 					ClientID:      fmt.Sprintf("stackvps-simulate-%d", os.Getpid()),
 					CleanStart:    true,
@@ -100,4 +110,23 @@ type publisher struct{ cm *autopaho.ConnectionManager }
 func (p publisher) Publish(ctx context.Context, topic string, payload []byte, qos byte) error {
 	_, err := p.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
 	return err
+}
+
+// registerFleet upserts a point and a device for every simulated device.
+func registerFleet(ctx context.Context, cfg *config.Config, fleet *simulate.Fleet) error {
+	pool, err := timescale.Connect(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := points.NewStore(pool)
+	var devs []points.Device
+	for i, id := range fleet.Devices() {
+		p := points.Point{Code: simulate.PointOf(id), Name: "Simulated well " + id, Kind: "well", Active: true}
+		if err := store.UpsertPoint(ctx, p); err != nil {
+			return err
+		}
+		devs = append(devs, points.Device{ID: id, Point: p.Code, Provider: fleet.Provider(i), Active: true})
+	}
+	return store.UpsertDevices(ctx, devs...)
 }

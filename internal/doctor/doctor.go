@@ -57,10 +57,16 @@ func Run(ctx context.Context, cfg *config.Config, timeout time.Duration) []Resul
 	wg.Go(func() { mqtt = checkMQTT(ctx, cfg, timeout) })
 	wg.Go(func() { sreg = checkRegistry(ctx, cfg, timeout) })
 	wg.Wait()
-	return []Result{
+	results := []Result{
 		{Name: "config", Status: OK, Detail: "valid"},
 		pg, ext, migs, kafka, topics, mqtt, sreg,
 	}
+	for i := range results {
+		// One line per check: drivers list each connection attempt on its
+		// own line.
+		results[i].Detail = strings.Join(strings.Fields(results[i].Detail), " ")
+	}
+	return results
 }
 
 // Failed reports whether any result failed.

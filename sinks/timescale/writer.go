@@ -29,7 +29,9 @@ type Row struct {
 }
 
 // RowDecoder turns a telemetry.readings record value into a Row. An error
-// means the record can never be stored: it is dead-lettered.
+// means the record can never be stored and is dead-lettered, unless it is
+// marked pipeline.Transient (a schema registry that cannot be reached):
+// then the batch is retried.
 type RowDecoder func(value []byte) (Row, error)
 
 var readingColumns = []string{"time", "point", "variable", "value", "quality", "device", "raw_value", "raw_unit"}
@@ -103,6 +105,9 @@ func (w *Writer) Write(ctx context.Context, group string, recs []pipeline.Record
 	var dups int
 	for _, rec := range recs {
 		row, err := w.decode(rec.Value)
+		if pipeline.IsTransient(err) {
+			return err
+		}
 		if err != nil {
 			if derr := dead(ctx, rec, pipeline.Permanent("bad_record", err)); derr != nil {
 				return derr

@@ -1,0 +1,93 @@
+package schemas
+
+import "time"
+
+// Reading is one normalized reading of one variable of one catchment point:
+// the value of topic telemetry.readings, whose key is the point code. Its
+// schema is reading.avsc.
+type Reading struct {
+	// Point is the catchment point code. It must not be empty.
+	Point string `avro:"point"`
+	// Device is the id of the device that measured the value.
+	Device string `avro:"device"`
+	// Variable is the canonical variable name: flow, totalizer, level, ...
+	Variable string `avro:"variable"`
+	// Time is the event time, when the device measured the value.
+	Time time.Time `avro:"time"`
+	// Value is the value in the variable's canonical unit.
+	Value float64 `avro:"value"`
+	// Unit is the canonical unit of Value: "L/s", "m3", "m", ...
+	Unit string `avro:"unit"`
+	// Quality is a bit set of quality flags; 0 means good.
+	Quality int32 `avro:"quality"`
+	// RawValue is the value as the device sent it, before conversion; nil
+	// when it was not converted.
+	RawValue *float64 `avro:"raw_value"`
+	// RawUnit is the unit of RawValue; nil when unknown or not converted.
+	RawUnit *string `avro:"raw_unit"`
+	// Provider is the provider (payload format) the reading was decoded with.
+	Provider string `avro:"provider"`
+	// ReceivedAt is when the pipeline received the raw payload.
+	ReceivedAt time.Time `avro:"received_at"`
+	// Source is the provenance "topic/partition/offset" of the raw record.
+	Source string `avro:"source"`
+}
+
+// ComplianceRecord is one period (an hour) of one catchment point for one
+// compliance source: the value of topic compliance.records, whose key is the
+// point code + "|" + source. Its schema is compliance_record.avsc.
+type ComplianceRecord struct {
+	// Point is the catchment point code. It must not be empty.
+	Point string `avro:"point"`
+	// Source is the compliance source code, e.g. "dga-subterraneas".
+	Source string `avro:"source"`
+	// PeriodStart is the start of the period, inclusive.
+	PeriodStart time.Time `avro:"period_start"`
+	// PeriodEnd is the end of the period, exclusive.
+	PeriodEnd time.Time `avro:"period_end"`
+	// Flow is the flow in L/s; nil when the period has no flow data.
+	Flow *float64 `avro:"flow"`
+	// Totalizer is the totalizer in m3; nil when the period has no totalizer
+	// data.
+	Totalizer *float64 `avro:"totalizer"`
+	// Level is the water table depth in m; nil when the period has no level
+	// data.
+	Level *float64 `avro:"level"`
+	// ValueMode says how Flow and Level were taken from the period's
+	// readings: "instant" or "mean".
+	ValueMode string `avro:"value_mode"`
+	// Expected is the number of readings expected in the period.
+	Expected int32 `avro:"expected"`
+	// Received is the number of readings received in the period.
+	Received int32 `avro:"received"`
+	// Version is the emission version; a re-emission after late data bumps
+	// it, so the highest version of a (point, source, period) wins.
+	Version int32 `avro:"version"`
+	// EmittedAt is when this version was emitted.
+	EmittedAt time.Time `avro:"emitted_at"`
+}
+
+// Notification is one notification for one user: the value of topic
+// notifications, whose key is the user id. Its schema is notification.avsc.
+type Notification struct {
+	// ID is the idempotency key. It must not be empty.
+	ID string `avro:"id"`
+	// UserID is the id of the user to notify.
+	UserID string `avro:"user_id"`
+	// Point is the catchment point code the notification is about; nil when
+	// it is about no point.
+	Point *string `avro:"point"`
+	// Type is the notification type.
+	Type string `avro:"type"`
+	// Severity is the notification's severity.
+	Severity string `avro:"severity"`
+	// Title is a short human-readable title.
+	Title string `avro:"title"`
+	// Body is the human-readable body text.
+	Body string `avro:"body"`
+	// Data holds structured details for templates and webhooks. A nil map
+	// encodes as an empty one; it decodes as a non-nil, possibly empty, map.
+	Data map[string]string `avro:"data"`
+	// CreatedAt is when the notification was created.
+	CreatedAt time.Time `avro:"created_at"`
+}
