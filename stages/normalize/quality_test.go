@@ -1,6 +1,8 @@
 package normalize
 
 import (
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -82,5 +84,14 @@ func TestAssessFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The quality_flags table (migration 0003) must describe exactly these bits.
+func TestFlagsMatchTheQualityFlagsTable(t *testing.T) {
+	sql, err := os.ReadFile("../../sinks/timescale/migrations/0003_quality_flags.sql")
+	require.NoError(t, err)
+	for bit, name := range FlagNames {
+		require.Regexp(t, fmt.Sprintf(`\(%d,\s+'%s'`, bit, name), string(sql))
 	}
 }
