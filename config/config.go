@@ -35,6 +35,9 @@ type Config struct {
 	Bridge         Bridge         `yaml:"bridge"`
 	Normalize      Normalize      `yaml:"normalize"`
 	Sink           Sink           `yaml:"sink"`
+	Aggregate      Aggregate      `yaml:"aggregate"`
+	Rollups        Rollups        `yaml:"rollups"`
+	API            API            `yaml:"api"`
 }
 
 // Log configures the structured logger.
@@ -227,6 +230,59 @@ type Sink struct {
 	Linger Duration `yaml:"linger"`
 }
 
+// Aggregate configures the telemetry.readings -> compliance.records stage:
+// event-time windows of one minute and one hour per point and variable.
+type Aggregate struct {
+	// AllowedLateness is how long after a window closes a late reading still
+	// counts as on time; a reading later than that produces a correction of
+	// its window (a new version) and is counted. Default 2h.
+	AllowedLateness Duration `yaml:"allowed_lateness"`
+	// ClockSkew: readings stamped further ahead of the stage's clock are
+	// quarantined to the readings dead-letter topic (reason clock_skew)
+	// instead of moving any watermark. Default 5m.
+	ClockSkew Duration `yaml:"clock_skew"`
+	// IdleTimeout closes the windows of a device that sent nothing for this
+	// long, on processing time, so an idle device never holds others back.
+	// Default 10m.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ExpectedInterval is a point's reporting cadence, the base of the
+	// completeness figures (readings expected vs received). Default 1m.
+	ExpectedInterval Duration `yaml:"expected_interval"`
+	// ValueMode is how a compliance record takes flow and level from its
+	// hour: "instant" (the reading at the slot instant, the start of the next
+	// hour, exact 1-minute match) or "mean". Default instant.
+	ValueMode string `yaml:"value_mode"`
+}
+
+// Rollups configures the readings_1m, readings_1h and readings_1d rollups
+// (continuous aggregates on TimescaleDB, tables refreshed by the pipeline on
+// plain PostgreSQL), and compression and retention.
+type Rollups struct {
+	// DayTimezone is the zone readings_1d buckets days in. Default
+	// America/Santiago.
+	DayTimezone string `yaml:"day_timezone"`
+	// RefreshDelay coalesces the buckets touched by writes for this long
+	// before refreshing them, so late readings never cause a refresh storm.
+	// Default 5s.
+	RefreshDelay Duration `yaml:"refresh_delay"`
+	// CompressAfter compresses raw chunks older than this (TimescaleDB only;
+	// 0 disables). Default 0.
+	CompressAfter Duration `yaml:"compress_after"`
+	// RawRetention drops raw readings older than this; 0 keeps them forever.
+	// It must exceed every rollup's refresh window. Default 0.
+	RawRetention Duration `yaml:"raw_retention"`
+}
+
+// API configures the query API (stage api).
+type API struct {
+	// MaxRange caps the time range of one raw-data query. Default 744h (31 days).
+	MaxRange Duration `yaml:"max_range"`
+	// DefaultPageSize and MaxPageSize bound a page of results. Defaults 1000
+	// and 50000.
+	DefaultPageSize int `yaml:"default_page_size"`
+	MaxPageSize     int `yaml:"max_page_size"`
+}
+
 // Default returns the whole default tree. Every default lives here.
 func Default() Config {
 	return Config{
@@ -288,6 +344,15 @@ func Default() Config {
 			TotalizerRollover: map[string]float64{"lorawan-ttn": 4294967.296},
 		},
 		Sink: Sink{BatchSize: 10000, Linger: Duration(100 * time.Millisecond)},
+		Aggregate: Aggregate{
+			AllowedLateness:  Duration(2 * time.Hour),
+			ClockSkew:        Duration(5 * time.Minute),
+			IdleTimeout:      Duration(10 * time.Minute),
+			ExpectedInterval: Duration(time.Minute),
+			ValueMode:        "instant",
+		},
+		Rollups: Rollups{DayTimezone: "America/Santiago", RefreshDelay: Duration(5 * time.Second)},
+		API:     API{MaxRange: Duration(744 * time.Hour), DefaultPageSize: 1000, MaxPageSize: 50000},
 	}
 }
 
@@ -305,6 +370,9 @@ func (c *Config) Validate() error {
 	c.Bridge.validate(&p)
 	c.Normalize.validate(&p)
 	c.Sink.validate(&p)
+	c.Aggregate.validate(&p)
+	c.Rollups.validate(&p)
+	c.API.validate(&p)
 	return p.err()
 }
 
@@ -600,4 +668,46 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func (a Aggregate) validate(p *problems) {
+	p.positive("aggregate.allowed_lateness", a.AllowedLateness)
+	p.positive("aggregate.clock_skew", a.ClockSkew)
+	p.positive("aggregate.idle_timeout", a.IdleTimeout)
+	p.positive("aggregate.expected_interval", a.ExpectedInterval)
+	if a.ExpectedInterval.Std() > time.Hour {
+		p.addf("aggregate.expected_interval", "must be at most 1h (records are hourly); got %s", a.ExpectedInterval)
+	}
+	if a.ValueMode != "instant" && a.ValueMode != "mean" {
+		p.addf("aggregate.value_mode", "must be instant or mean; got %q", a.ValueMode)
+	}
+}
+
+func (r Rollups) validate(p *problems) {
+	if _, err := time.LoadLocation(r.DayTimezone); err != nil || r.DayTimezone == "" {
+		p.addf("rollups.day_timezone", "must be an IANA time zone such as America/Santiago; got %q", r.DayTimezone)
+	}
+	p.positive("rollups.refresh_delay", r.RefreshDelay)
+	if r.CompressAfter < 0 {
+		p.addf("rollups.compress_after", "must not be negative; got %s", r.CompressAfter)
+	}
+	if r.RawRetention < 0 {
+		p.addf("rollups.raw_retention", "must not be negative; got %s", r.RawRetention)
+	}
+	if r.RawRetention > 0 && r.RawRetention.Std() < 31*24*time.Hour {
+		p.addf("rollups.raw_retention", "must be 0 (keep) or at least 744h, so rollups can still be refreshed from raw readings; got %s", r.RawRetention)
+	}
+	if r.RawRetention > 0 && r.CompressAfter > 0 && r.CompressAfter >= r.RawRetention {
+		p.addf("rollups.compress_after", "must be below rollups.raw_retention (%s); got %s", r.RawRetention, r.CompressAfter)
+	}
+}
+
+func (a API) validate(p *problems) {
+	p.positive("api.max_range", a.MaxRange)
+	if a.DefaultPageSize < 1 {
+		p.addf("api.default_page_size", "must be at least 1; got %d", a.DefaultPageSize)
+	}
+	if a.MaxPageSize < a.DefaultPageSize {
+		p.addf("api.max_page_size", "must be at least api.default_page_size (%d); got %d", a.DefaultPageSize, a.MaxPageSize)
+	}
 }

@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/stackvps/stackvps/config"
@@ -40,6 +42,25 @@ func (f ProcessorFunc) Process(ctx context.Context, rec Record) ([]Record, error
 // and counted.
 type Flusher interface {
 	Flush(ctx context.Context, watermark time.Time) ([]Record, error)
+}
+
+// An OffsetHolder is a processor that keeps consumed records in state not
+// yet reflected downstream (open windows). The runtime commits each partition
+// no further than the offset HeldOffsets names, so after a crash the records
+// needed to rebuild that state are consumed again; the processor must then
+// emit idempotently (same key, same value). Called after Flush, between
+// polls.
+type OffsetHolder interface {
+	// HeldOffsets returns, per topic and partition, the lowest offset the
+	// state still needs; a partition that is absent holds nothing back.
+	HeldOffsets() map[string]map[int32]int64
+}
+
+// A PartitionDropper is told when the stage loses partitions (rebalance,
+// session loss), so it can drop their state: the next owner rebuilds it from
+// the committed offsets.
+type PartitionDropper interface {
+	DropPartitions(partitions map[string][]int32)
 }
 
 // StageConfig describes one Kafka stage.
@@ -110,7 +131,12 @@ func NewStage(cfg StageConfig, deps Deps) (*Stage, error) {
 		backoff: Backoff{Initial: deps.Pipeline.RetryInitial.Std(), Max: deps.Pipeline.RetryMax.Std()},
 		group:   deps.Pipeline.GroupPrefix + "-" + cfg.Name,
 	}
-	cl, err := newConsumer(cfg.Name, s.group, cfg.Inputs, deps, s.log)
+	var extra []kgo.Opt
+	if dropper, ok := cfg.Processor.(PartitionDropper); ok {
+		drop := func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { dropper.DropPartitions(ps) }
+		extra = append(extra, kgo.OnPartitionsRevoked(drop), kgo.OnPartitionsLost(drop))
+	}
+	cl, err := newConsumer(cfg.Name, s.group, cfg.Inputs, deps, s.log, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -261,12 +287,54 @@ func (s *Stage) handle(ctx context.Context, fetches kgo.Fetches, flusher Flusher
 	if err := prod.wait(); err != nil {
 		return err
 	}
-	if n > 0 {
+	if holder, ok := s.cfg.Processor.(OffsetHolder); ok {
+		if err := s.commitHeld(ctx, holder.HeldOffsets()); err != nil {
+			return err
+		}
+	} else if n > 0 {
 		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {
 			return fmt.Errorf("committing offsets: %w", err)
 		}
 	}
 	s.met.commit.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// commitHeld commits, for every partition consumed so far, the next offset
+// or the held one, whichever is lower.
+func (s *Stage) commitHeld(ctx context.Context, held map[string]map[int32]int64) error {
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for topic, parts := range s.cl.UncommittedOffsets() {
+		for p, eo := range parts {
+			if h, ok := held[topic][p]; ok && h < eo.Offset {
+				eo = kgo.EpochOffset{Epoch: -1, Offset: h}
+			}
+			if offsets[topic] == nil {
+				offsets[topic] = map[int32]kgo.EpochOffset{}
+			}
+			offsets[topic][p] = eo
+		}
+	}
+	if len(offsets) == 0 {
+		return nil
+	}
+	var cerr error
+	s.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			cerr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
+					cerr = fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, perr)
+				}
+			}
+		}
+	})
+	if cerr != nil {
+		return fmt.Errorf("committing offsets: %w", cerr)
+	}
 	return nil
 }
 

@@ -297,3 +297,79 @@ func (a admin) committed(t *testing.T, group string) int64 {
 	})
 	return sum
 }
+
+// holder keeps records whose value is "hold" in its state until the test
+// releases them, like an open window.
+type holder struct {
+	topic string
+	mu    sync.Mutex
+	held  map[int32]int64 // partition -> lowest held offset
+	seen  []int64
+	drop  atomic.Int32
+}
+
+func (h *holder) Process(_ context.Context, r pipeline.Record) ([]pipeline.Record, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen = append(h.seen, r.Offset)
+	if string(r.Value) == "hold" {
+		if cur, ok := h.held[r.Partition]; !ok || r.Offset < cur {
+			h.held[r.Partition] = r.Offset
+		}
+	}
+	return nil, nil
+}
+
+func (h *holder) Flush(context.Context, time.Time) ([]pipeline.Record, error) { return nil, nil }
+
+func (h *holder) HeldOffsets() map[string]map[int32]int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[int32]int64{}
+	for p, o := range h.held {
+		out[p] = o
+	}
+	return map[string]map[int32]int64{h.topic: out}
+}
+
+func (h *holder) DropPartitions(map[string][]int32) { h.drop.Add(1) }
+
+func TestHeldOffsetsAreNotCommittedIntegration(t *testing.T) {
+	h := newHarness(t, 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.kafka.Brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	for i := range 10 {
+		v := "x"
+		if i == 5 {
+			v = "hold"
+		}
+		require.NoError(t, cl.ProduceSync(context.Background(), &kgo.Record{Topic: h.kafka.Topics.Raw, Value: []byte(v)}).FirstErr())
+	}
+	first := &holder{topic: h.kafka.Topics.Raw, held: map[int32]int64{}}
+	s, err := pipeline.NewStage(pipeline.StageConfig{Name: "hold", Inputs: []string{h.kafka.Topics.Raw},
+		Output: h.kafka.Topics.Readings, DLQ: h.kafka.Topics.RawDLQ, Processor: first, FlushInterval: 100 * time.Millisecond}, h.deps)
+	require.NoError(t, err)
+	stop := runStage(t, s)
+	require.Eventually(t, func() bool { return h.committedCount(t, "hold") == 5 }, 20*time.Second, 50*time.Millisecond,
+		"the commit stops at the held record")
+	require.NoError(t, stop())
+	require.Positive(t, first.drop.Load(), "leaving the group revokes the partitions")
+
+	// A restarted stage consumes again from the held record on.
+	second := &holder{topic: h.kafka.Topics.Raw, held: map[int32]int64{}}
+	reg := prometheus.NewRegistry()
+	h.deps.Metrics, err = pipeline.NewMetrics(reg)
+	require.NoError(t, err)
+	s2, err := pipeline.NewStage(pipeline.StageConfig{Name: "hold", Inputs: []string{h.kafka.Topics.Raw},
+		Output: h.kafka.Topics.Readings, DLQ: h.kafka.Topics.RawDLQ, Processor: second, FlushInterval: 100 * time.Millisecond}, h.deps)
+	require.NoError(t, err)
+	stop2 := runStage(t, s2)
+	require.Eventually(t, func() bool {
+		second.mu.Lock()
+		defer second.mu.Unlock()
+		return len(second.seen) == 5
+	}, 20*time.Second, 50*time.Millisecond)
+	require.NoError(t, stop2())
+	require.Equal(t, []int64{5, 6, 7, 8, 9}, second.seen)
+}
