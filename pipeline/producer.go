@@ -2,10 +2,12 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kslog"
 
@@ -45,19 +47,26 @@ func NewProducer(name string, deps Deps) (*Producer, error) {
 	return &Producer{cl: cl, out: deps.Metrics.recordsOut, name: name}, nil
 }
 
+// ErrRecordTooLarge is the produce error for a record above the broker's or
+// the client's size limit: retrying it can never succeed.
+var ErrRecordTooLarge = errors.New("record too large for kafka")
+
 // Produce sends r (r.Topic is required) and calls ack exactly once, with nil
 // once Kafka has acknowledged the record from all in-sync replicas, or with
-// the error that made it fail (ctx ended, the record is too large, the
-// client closed). Produce blocks while the client's buffer is full; ack is
-// called from the client's goroutines and must not block for long.
+// the error that made it fail: ErrRecordTooLarge (permanent), or ctx ending
+// or the client closing. Produce blocks while the client's buffer is full;
+// ack is called from the client's goroutines and must not block for long.
 func (p *Producer) Produce(ctx context.Context, r Record, ack func(error)) {
 	if r.Topic == "" {
 		ack(fmt.Errorf("producer %s: record without a topic", p.name))
 		return
 	}
 	p.cl.Produce(ctx, toKgo(r, ""), func(kr *kgo.Record, err error) {
-		if err == nil {
+		switch {
+		case err == nil:
 			p.out.WithLabelValues(p.name, kr.Topic).Inc()
+		case errors.Is(err, kerr.MessageTooLarge):
+			err = fmt.Errorf("%w (%d bytes): %w", ErrRecordTooLarge, len(kr.Value), err)
 		}
 		ack(err)
 	})

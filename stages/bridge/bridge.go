@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,16 +67,20 @@ type Deps struct {
 
 // Bridge is the stage. Create it with New and run it with Run.
 type Bridge struct {
-	cfg      Config
-	deps     Deps
-	pattern  pattern
-	log      *slog.Logger
-	met      *metrics
-	now      func() time.Time
+	cfg     Config
+	deps    Deps
+	pattern pattern
+	log     *slog.Logger
+	met     *metrics
+	now     func() time.Time
+	// mu orders taking a message (inflight.Add) against the start of the
+	// drain (draining, then inflight.Wait): a WaitGroup must not grow from
+	// zero while it is waited on.
+	mu       sync.Mutex
 	inflight sync.WaitGroup
 	// draining is set at shutdown: messages arriving then are left
 	// unacknowledged for the broker to redeliver on the next session.
-	draining  atomic.Bool
+	draining  bool
 	connected atomic.Bool
 }
 
@@ -169,7 +174,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 }
 
 func (b *Bridge) drain(ctx context.Context, cm *autopaho.ConnectionManager) error {
-	b.draining.Store(true)
+	b.mu.Lock()
+	b.draining = true
+	b.mu.Unlock()
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.DrainTimeout)
 	defer cancel()
@@ -182,7 +189,10 @@ func (b *Bridge) drain(ctx context.Context, cm *autopaho.ConnectionManager) erro
 		drainErr = fmt.Errorf("bridge: %d message(s) still in flight after %s; the broker redelivers them", int(b.met.inflightCount.Load()), b.cfg.DrainTimeout)
 	}
 	// PUBACKs are sent in order every 20ms; give them a moment to leave.
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-dctx.Done():
+	case <-time.After(100 * time.Millisecond):
+	}
 	if err := cm.Disconnect(dctx); err != nil && drainErr == nil {
 		drainErr = fmt.Errorf("bridge: disconnecting: %w", err)
 	}
@@ -197,11 +207,11 @@ func (b *Bridge) onUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 	b.met.connected.Set(1)
 	b.met.connects.Inc()
 	b.log.Info("mqtt connected", "session_present", ca.SessionPresent)
-	if ca.SessionPresent {
-		// The broker kept our subscriptions and queued messages: subscribing
-		// again would be harmless but is not needed.
-		return
-	}
+	// Subscribe even when the broker kept the session: subscribing again to
+	// a filter it has is harmless, and it is how filters added to
+	// bridge.subscriptions since the last run take effect. (A filter removed
+	// from the configuration stays in a kept session until it expires, or
+	// until the client id changes.)
 	subs := make([]paho.SubscribeOptions, 0, len(b.cfg.Bridge.Subscriptions))
 	for _, f := range b.filters() {
 		subs = append(subs, paho.SubscribeOptions{Topic: f, QoS: 1})
@@ -229,15 +239,18 @@ func (b *Bridge) onUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 // callback.
 func (b *Bridge) onPublish(pr autopaho.PublishReceived) (bool, error) {
 	pkt := pr.Packet
-	if b.draining.Load() {
+	b.mu.Lock()
+	if b.draining {
+		b.mu.Unlock()
 		// Not acknowledged: the broker redelivers it to the next session.
 		return true, nil
 	}
+	b.inflight.Add(1)
+	b.mu.Unlock()
 	received := b.now().UTC()
 	b.met.received.Inc()
 	b.met.inflightCount.Add(1)
 	b.met.inflight.Inc()
-	b.inflight.Add(1)
 	device, provider, ok := b.pattern.match(pkt.Topic)
 	rec := pipeline.Record{
 		Topic: b.cfg.Topic,
@@ -264,29 +277,70 @@ func (b *Bridge) onPublish(pr autopaho.PublishReceived) (bool, error) {
 	}
 	start := time.Now()
 	b.deps.Producer.Produce(context.Background(), rec, func(err error) {
-		defer b.inflight.Done()
-		defer b.met.inflight.Dec()
-		defer b.met.inflightCount.Add(-1)
 		b.met.produce.Observe(time.Since(start).Seconds())
-		if err != nil {
-			// Left unacknowledged: the broker redelivers it when the session
-			// resumes. Producing only fails when the client is closing.
-			b.met.produceErrors.Inc()
-			b.log.Error("kafka refused a record; the message stays unacknowledged", "mqtt_topic", pkt.Topic, "err", err)
+		if errors.Is(err, pipeline.ErrRecordTooLarge) {
+			// Kafka will never take it. Leaving it unacknowledged would
+			// stall every later PUBACK (they go out in order) and the broker
+			// would redeliver it forever: dead-letter what fits, say so, and
+			// acknowledge.
+			b.log.Error("message too large for kafka; dead-lettering its first bytes", "mqtt_topic", pkt.Topic,
+				"bytes", len(pkt.Payload), "err", err)
+			b.deps.Producer.Produce(context.Background(), tooLarge(rec, b.cfg.DLQ, err), func(derr error) {
+				if derr == nil {
+					b.met.dead.WithLabelValues("record_too_large").Inc()
+				}
+				b.finish(pr, pkt, derr)
+			})
 			return
 		}
-		if reason != "" {
+		if err == nil && reason != "" {
 			b.met.dead.WithLabelValues(reason).Inc()
 		}
-		if pkt.QoS > 0 {
-			if aerr := pr.Client.Ack(pkt); aerr != nil {
-				b.log.Warn("acknowledging to the broker failed; it will redeliver", "err", aerr)
-				return
-			}
-		}
-		b.met.acked.Inc()
+		b.finish(pr, pkt, err)
 	})
 	return true, nil
+}
+
+// finish acknowledges a message to the broker once Kafka has its record.
+// After a produce error it stays unacknowledged (the producer fails records
+// only when it is closing) and the broker redelivers it to the next session.
+func (b *Bridge) finish(pr autopaho.PublishReceived, pkt *paho.Publish, err error) {
+	defer b.inflight.Done()
+	defer b.met.inflight.Dec()
+	defer b.met.inflightCount.Add(-1)
+	if err != nil {
+		b.met.produceErrors.Inc()
+		b.log.Error("kafka refused a record; the message stays unacknowledged", "mqtt_topic", pkt.Topic, "err", err)
+		return
+	}
+	if pkt.QoS > 0 {
+		if aerr := pr.Client.Ack(pkt); aerr != nil {
+			b.log.Warn("acknowledging to the broker failed; it will redeliver", "err", aerr)
+			return
+		}
+	}
+	b.met.acked.Inc()
+}
+
+// maxDeadPayload is how much of a too-large payload is dead-lettered.
+const maxDeadPayload = 64 << 10
+
+// tooLarge is the dead letter of a message Kafka refused for its size: the
+// first maxDeadPayload bytes, with headers saying why and how large it was.
+func tooLarge(rec pipeline.Record, dlq string, err error) pipeline.Record {
+	d := rec
+	d.Topic = dlq
+	if len(d.Value) > maxDeadPayload {
+		d.Value = d.Value[:maxDeadPayload]
+	}
+	d.Headers = append(append([]pipeline.Header(nil), rec.Headers...),
+		pipeline.Header{Key: pipeline.HeaderError, Value: []byte(err.Error())},
+		pipeline.Header{Key: pipeline.HeaderErrorReason, Value: []byte("record_too_large")},
+		pipeline.Header{Key: pipeline.HeaderErrorStage, Value: []byte("bridge")},
+		pipeline.Header{Key: "original-size", Value: []byte(strconv.Itoa(len(rec.Value)))},
+		pipeline.Header{Key: "truncated", Value: []byte(strconv.FormatBool(len(rec.Value) > maxDeadPayload))},
+	)
+	return d
 }
 
 type metrics struct {
