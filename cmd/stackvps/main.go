@@ -47,6 +47,7 @@ func commands() []*command {
 		doctorCommand(),
 		simulateCommand(),
 		configCommand(),
+		adminCommand(),
 	}
 }
 
