@@ -46,8 +46,8 @@ var FlagNames = map[int32]string{
 // Readings older than the last one (late or replayed) are flagged for range
 // only and do not move the state.
 type assessor struct {
-	cfg config.Normalize
-	mu  sync.Mutex
+	cfg  config.Normalize
+	mu   sync.Mutex
 	last map[seriesKey]*seriesState
 }
 
