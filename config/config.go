@@ -233,13 +233,17 @@ type Sink struct {
 // Aggregate configures the telemetry.readings -> compliance.records stage:
 // event-time windows of one minute and one hour per point and variable.
 type Aggregate struct {
-	// AllowedLateness is how long after a window closes a late reading still
-	// counts as on time; a reading later than that produces a correction of
-	// its window (a new version) and is counted. Default 2h.
+	// AllowedLateness is how long after its hour (plus the slot minute), on
+	// the arrival clock, a window keeps taking late readings, each
+	// re-emitting it as a correction with a higher version; later readings
+	// are dead-lettered (reason too_late) and counted. They are still stored
+	// in readings. Default 2h.
 	AllowedLateness Duration `yaml:"allowed_lateness"`
 	// ClockSkew: readings stamped further ahead of the stage's clock are
 	// quarantined to the readings dead-letter topic (reason clock_skew)
-	// instead of moving any watermark. Default 5m.
+	// instead of moving any watermark. It must be at least
+	// normalize.max_future_skew, or readings stored in the table would be
+	// missing from the compliance records. Default 10m.
 	ClockSkew Duration `yaml:"clock_skew"`
 	// IdleTimeout closes the windows of a device that sent nothing for this
 	// long, on processing time, so an idle device never holds others back.
@@ -346,7 +350,7 @@ func Default() Config {
 		Sink: Sink{BatchSize: 10000, Linger: Duration(100 * time.Millisecond)},
 		Aggregate: Aggregate{
 			AllowedLateness:  Duration(2 * time.Hour),
-			ClockSkew:        Duration(5 * time.Minute),
+			ClockSkew:        Duration(10 * time.Minute),
 			IdleTimeout:      Duration(10 * time.Minute),
 			ExpectedInterval: Duration(time.Minute),
 			ValueMode:        "instant",
@@ -371,6 +375,10 @@ func (c *Config) Validate() error {
 	c.Normalize.validate(&p)
 	c.Sink.validate(&p)
 	c.Aggregate.validate(&p)
+	if c.Aggregate.ClockSkew < c.Normalize.MaxFutureSkew {
+		p.addf("aggregate.clock_skew", "must be at least normalize.max_future_skew (%s), or readings stored in the table are missing from the compliance records; got %s",
+			c.Normalize.MaxFutureSkew, c.Aggregate.ClockSkew)
+	}
 	c.Rollups.validate(&p)
 	c.API.validate(&p)
 	return p.err()

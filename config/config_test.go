@@ -266,3 +266,8 @@ func TestMapsMergeOverDefaults(t *testing.T) {
 	require.ErrorContains(t, err, "normalize.stale_after.level: must be at least 2")
 	require.ErrorContains(t, err, "sink.batch_size: must be at least 1")
 }
+
+func TestAggregateSkewCoversNormalize(t *testing.T) {
+	_, err := config.Load("", []string{"STACKVPS_AGGREGATE_CLOCK_SKEW=5m", "STACKVPS_NORMALIZE_MAX_FUTURE_SKEW=10m"})
+	require.ErrorContains(t, err, "aggregate.clock_skew: must be at least normalize.max_future_skew (10m0s)")
+}

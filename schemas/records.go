@@ -53,17 +53,20 @@ type ComplianceRecord struct {
 	// Level is the water table depth in m; nil when the period has no level
 	// data.
 	Level *float64 `avro:"level"`
-	// ValueMode says how Flow and Level were taken from the period's
-	// readings: "instant" or "mean".
+	// ValueMode says how Flow and Level were taken: "instant" (the first
+	// reading in the one-minute bucket starting at PeriodEnd, the slot
+	// instant) or "mean" (of the period's readings).
 	ValueMode string `avro:"value_mode"`
-	// Expected is the number of readings expected in the period.
+	// Expected is the number of reporting slots in the period.
 	Expected int32 `avro:"expected"`
-	// Received is the number of readings received in the period.
+	// Received is the number of slots with at least one reading.
 	Received int32 `avro:"received"`
-	// Version is the emission version; a re-emission after late data bumps
-	// it, so the highest version of a (point, source, period) wins.
+	// Version is the number of distinct readings the record reflects. Keep
+	// the highest version per (point, source, period): equal versions are
+	// identical, and a lower one after a restart is a partial re-emission.
 	Version int32 `avro:"version"`
-	// EmittedAt is when this version was emitted.
+	// EmittedAt is the latest received_at among the readings this version
+	// reflects: derived from the data, so re-emissions are identical.
 	EmittedAt time.Time `avro:"emitted_at"`
 }
 
