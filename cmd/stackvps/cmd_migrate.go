@@ -37,6 +37,11 @@ func migrateCommand() *command {
 						return err
 					}
 					res, err := timescale.Migrate(ctx, pool, log)
+					if err == nil {
+						// The rollups follow the configuration: day zone,
+						// compression, retention (the sink applies it too).
+						err = timescale.ApplyPolicies(ctx, pool, cfg.Rollups, log)
+					}
 					pool.Close()
 					if err != nil {
 						return fmt.Errorf("migrating database: %w", err)

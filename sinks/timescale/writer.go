@@ -48,6 +48,11 @@ var readingColumns = []string{"time", "point", "variable", "value", "quality", "
 // nothing is duplicated. A row the database refuses for its content (a
 // data exception or constraint violation) is isolated by bisecting the batch
 // and dead-lettered; the rest is stored.
+//
+// With each batch that stored rows the writer also records, in the same
+// transaction, the event-time ranges of those rows in rollup_invalidations,
+// so the rollups are refreshed even after a crash; after the commit it calls
+// the OnStored hook with the same ranges.
 type Writer struct {
 	pool   *pgxpool.Pool
 	decode RowDecoder
@@ -56,6 +61,34 @@ type Writer struct {
 	met    *writerMetrics
 	// months holds the months (plain PostgreSQL) whose partitions exist.
 	months sync.Map
+	// onStored is called after each commit that stored rows.
+	onStored func(from, to time.Time)
+}
+
+// OnStored sets f to be called after each committed batch that stored new
+// rows, once for each range [from, to) of their event times (rows closer
+// than an hour share a range; at most 32 ranges a batch). The rows merged
+// away as duplicates are not counted. f is called on the writer's goroutine
+// and must return quickly (the rollup Refresher's Touch does). Call OnStored
+// before the first Write; it is not safe to call concurrently with Write.
+func (w *Writer) OnStored(f func(from, to time.Time)) { w.onStored = f }
+
+// Touched event times are kept as a few ranges: times closer than
+// touchGap share a range, and a batch records at most maxTouched ranges (the
+// closest merge), so a batch that mixes a device's backlog from last month
+// with current readings does not make the rollups refresh the month between.
+const (
+	touchGap   = time.Hour
+	maxTouched = 32
+)
+
+func newTouched() rangeSet { return rangeSet{gap: touchGap, limit: maxTouched} }
+
+// addTime adds the range that surely holds t once stored: the database keeps
+// microseconds and rounds to them.
+func addTime(s *rangeSet, t time.Time) {
+	t = t.Truncate(time.Microsecond)
+	s.add(timeRange{t.Add(-time.Microsecond), t.Add(2 * time.Microsecond)})
 }
 
 // NewWriter checks that the database is migrated and registers the writer's
@@ -133,9 +166,20 @@ func (w *Writer) Write(ctx context.Context, group string, recs []pipeline.Record
 		return classify("beginning a transaction", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	inserted, err := w.store(ctx, tx, rows, src, dead)
+	inserted, stored, err := w.store(ctx, tx, rows, src, dead)
 	if err != nil {
 		return err
+	}
+	if inserted > 0 && stored.len() > 0 {
+		froms := make([]time.Time, 0, stored.len())
+		tos := make([]time.Time, 0, stored.len())
+		for _, r := range stored.rs {
+			froms, tos = append(froms, r.from), append(tos, r.to)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO rollup_invalidations (from_ts, to_ts)
+			SELECT * FROM unnest($1::timestamptz[], $2::timestamptz[])`, froms, tos); err != nil {
+			return classify("recording the rollup invalidations", err)
+		}
 	}
 	if err := storeOffsets(ctx, tx, group, next); err != nil {
 		return err
@@ -148,23 +192,33 @@ func (w *Writer) Write(ctx context.Context, group string, recs []pipeline.Record
 	w.met.rows.Add(float64(inserted))
 	w.met.duplicates.Add(float64(dups + len(rows) - inserted))
 	w.met.write.Observe(time.Since(start).Seconds())
+	if inserted > 0 && w.onStored != nil {
+		for _, r := range stored.rs {
+			w.onStored(r.from, r.to)
+		}
+	}
 	return nil
 }
 
-// store writes rows inside tx and returns how many were new.
-func (w *Writer) store(ctx context.Context, tx pgx.Tx, rows []Row, src []pipeline.Record, dead pipeline.DeadLetterFunc) (int, error) {
+// store writes rows inside tx and returns how many were new and the ranges
+// of their event times.
+func (w *Writer) store(ctx context.Context, tx pgx.Tx, rows []Row, src []pipeline.Record, dead pipeline.DeadLetterFunc) (int, rangeSet, error) {
 	if len(rows) == 0 {
-		return 0, nil
+		return 0, rangeSet{}, nil
 	}
 	if _, err := tx.Exec(ctx, "SAVEPOINT fast"); err != nil {
-		return 0, classify("setting a savepoint", err)
+		return 0, rangeSet{}, classify("setting a savepoint", err)
 	}
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{"readings"}, readingColumns, pgx.CopyFromSlice(len(rows), rowValues(rows)))
 	if err == nil {
-		return int(n), nil
+		stored := newTouched()
+		for _, r := range rows {
+			addTime(&stored, r.Time)
+		}
+		return int(n), stored, nil
 	}
 	if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT fast"); rerr != nil {
-		return 0, classify("rolling back to the savepoint", rerr)
+		return 0, rangeSet{}, classify("rolling back to the savepoint", rerr)
 	}
 	switch kind(err) {
 	case errDuplicate:
@@ -175,7 +229,7 @@ func (w *Writer) store(ctx context.Context, tx pgx.Tx, rows []Row, src []pipelin
 		w.log.Warn("a batch has rows the database refuses; isolating them", "rows", len(rows), "err", err)
 		return w.isolate(ctx, tx, rows, src, dead)
 	default:
-		return 0, classify(fmt.Sprintf("copying %d readings", len(rows)), err)
+		return 0, rangeSet{}, classify(fmt.Sprintf("copying %d readings", len(rows)), err)
 	}
 }
 
@@ -183,83 +237,107 @@ const createStage = `CREATE TEMP TABLE IF NOT EXISTS stackvps_readings_stage
 	(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`
 
 // merge stores rows that may already exist: stage them, then insert what is
-// new. It returns the number of rows inserted.
-func (w *Writer) merge(ctx context.Context, tx pgx.Tx, rows []Row, src []pipeline.Record, dead pipeline.DeadLetterFunc) (int, error) {
+// new. It returns the number of rows inserted and their time ranges.
+func (w *Writer) merge(ctx context.Context, tx pgx.Tx, rows []Row, src []pipeline.Record, dead pipeline.DeadLetterFunc) (int, rangeSet, error) {
 	if _, err := tx.Exec(ctx, createStage); err != nil {
-		return 0, classify("creating the staging table", err)
+		return 0, rangeSet{}, classify("creating the staging table", err)
 	}
-	n, err := w.mergeOnce(ctx, tx, rows)
+	n, sp, err := w.mergeOnce(ctx, tx, rows)
 	if err == nil {
-		return n, nil
+		return n, sp, nil
 	}
 	if kind(err) != errRow {
-		return 0, err
+		return 0, rangeSet{}, err
 	}
 	w.met.isolations.Inc()
 	return w.isolate(ctx, tx, rows, src, dead)
 }
 
-func (w *Writer) mergeOnce(ctx context.Context, tx pgx.Tx, rows []Row) (int, error) {
+func (w *Writer) mergeOnce(ctx context.Context, tx pgx.Tx, rows []Row) (int, rangeSet, error) {
 	if _, err := tx.Exec(ctx, "SAVEPOINT merge"); err != nil {
-		return 0, classify("setting a savepoint", err)
+		return 0, rangeSet{}, classify("setting a savepoint", err)
 	}
-	n, err := func() (int, error) {
+	n, sp, err := func() (int, rangeSet, error) {
 		if _, err := tx.Exec(ctx, "TRUNCATE stackvps_readings_stage"); err != nil {
-			return 0, err
+			return 0, rangeSet{}, err
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stackvps_readings_stage"}, readingColumns, pgx.CopyFromSlice(len(rows), rowValues(rows))); err != nil {
-			return 0, err
+			return 0, rangeSet{}, err
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO readings (time, point, variable, value, quality, device, raw_value, raw_unit)
+		// The time ranges of what was inserted, not of the duplicates
+		// skipped: clusters of times less than touchGap apart.
+		rs, err := tx.Query(ctx, `WITH ins AS (
+			INSERT INTO readings (time, point, variable, value, quality, device, raw_value, raw_unit)
 			SELECT time, point, variable, value, quality, device, raw_value, raw_unit FROM stackvps_readings_stage
-			ON CONFLICT (point, variable, time) DO NOTHING`)
+			ON CONFLICT (point, variable, time) DO NOTHING
+			RETURNING time
+		), gaps AS (
+			SELECT time, (time - lag(time) OVER (ORDER BY time) > $1::interval)::int AS brk FROM ins
+		), clusters AS (
+			SELECT time, sum(brk) OVER (ORDER BY time) AS c FROM gaps
+		)
+		SELECT count(*), min(time), max(time) FROM clusters GROUP BY c`, touchGap)
 		if err != nil {
-			return 0, err
+			return 0, rangeSet{}, err
 		}
-		return int(tag.RowsAffected()), nil
+		stored := newTouched()
+		var n, c int
+		var lo, hi time.Time
+		if _, err := pgx.ForEachRow(rs, []any{&c, &lo, &hi}, func() error {
+			n += c
+			stored.add(timeRange{lo, hi.Add(time.Microsecond)})
+			return nil
+		}); err != nil {
+			return 0, rangeSet{}, err
+		}
+		return n, stored, nil
 	}()
 	if err != nil {
 		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT merge"); rerr != nil {
-			return 0, classify("rolling back to the savepoint", rerr)
+			return 0, rangeSet{}, classify("rolling back to the savepoint", rerr)
 		}
 		if kind(err) == errRow {
-			return 0, err
+			return 0, rangeSet{}, err
 		}
-		return 0, classify(fmt.Sprintf("merging %d readings", len(rows)), err)
+		return 0, rangeSet{}, classify(fmt.Sprintf("merging %d readings", len(rows)), err)
 	}
 	if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT merge"); err != nil {
-		return 0, classify("releasing the savepoint", err)
+		return 0, rangeSet{}, classify("releasing the savepoint", err)
 	}
-	return n, nil
+	return n, sp, nil
 }
 
 // isolate bisects rows until each refused row is alone, dead-letters those
 // and stores the rest.
-func (w *Writer) isolate(ctx context.Context, tx pgx.Tx, rows []Row, src []pipeline.Record, dead pipeline.DeadLetterFunc) (int, error) {
+func (w *Writer) isolate(ctx context.Context, tx pgx.Tx, rows []Row, src []pipeline.Record, dead pipeline.DeadLetterFunc) (int, rangeSet, error) {
 	if _, err := tx.Exec(ctx, createStage); err != nil {
-		return 0, classify("creating the staging table", err)
+		return 0, rangeSet{}, classify("creating the staging table", err)
 	}
-	n, err := w.mergeOnce(ctx, tx, rows)
+	n, sp, err := w.mergeOnce(ctx, tx, rows)
 	if err == nil {
-		return n, nil
+		return n, sp, nil
 	}
 	if kind(err) != errRow {
-		return 0, err
+		return 0, rangeSet{}, err
 	}
 	if len(rows) == 1 {
 		if derr := dead(ctx, src[0], pipeline.Permanent("refused_by_database", err)); derr != nil {
-			return 0, derr
+			return 0, rangeSet{}, derr
 		}
 		w.met.refused.Inc()
-		return 0, nil
+		return 0, rangeSet{}, nil
 	}
 	mid := len(rows) / 2
-	a, err := w.isolate(ctx, tx, rows[:mid], src[:mid], dead)
+	a, spa, err := w.isolate(ctx, tx, rows[:mid], src[:mid], dead)
 	if err != nil {
-		return 0, err
+		return 0, rangeSet{}, err
 	}
-	b, err := w.isolate(ctx, tx, rows[mid:], src[mid:], dead)
-	return a + b, err
+	b, spb, err := w.isolate(ctx, tx, rows[mid:], src[mid:], dead)
+	stored := newTouched()
+	for _, r := range append(spa.rs, spb.rs...) {
+		stored.add(r)
+	}
+	return a + b, stored, err
 }
 
 func rowValues(rows []Row) func(int) ([]any, error) {

@@ -12,5 +12,5 @@ CREATE TABLE readings (
 );
 COMMENT ON TABLE readings IS 'One reading per point, variable and time, in canonical units (flow L/s, totalizer m3, level m). quality is a bit set of flags; 0 is good.';
 
+-- create_hypertable also creates the (time DESC) index, readings_time_idx.
 SELECT public.create_hypertable('readings', 'time', chunk_time_interval => INTERVAL '7 days');
-CREATE INDEX readings_time_idx ON readings (time DESC);
