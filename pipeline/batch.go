@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"time"
 
@@ -56,28 +55,19 @@ type BatchStageConfig struct {
 // BatchStage consumes records, hands them to a BatchWriter in batches, and
 // lets the writer keep the offsets. See BatchWriter for the guarantees.
 type BatchStage struct {
-	cfg     BatchStageConfig
-	deps    Deps
-	cl      *kgo.Client
-	met     *stageMetrics
-	log     *slog.Logger
-	backoff Backoff
-	group   string
+	core
+	cfg BatchStageConfig
 }
 
 // NewBatchStage validates cfg and creates the stage's Kafka client.
 func NewBatchStage(cfg BatchStageConfig, deps Deps) (*BatchStage, error) {
-	switch {
-	case cfg.Name == "":
-		return nil, errors.New("batch stage: name is required")
-	case len(cfg.Inputs) == 0:
-		return nil, fmt.Errorf("stage %s: at least one input topic is required", cfg.Name)
-	case cfg.DLQ == "":
-		return nil, fmt.Errorf("stage %s: a dead-letter topic is required", cfg.Name)
-	case cfg.Writer == nil:
-		return nil, fmt.Errorf("stage %s: a writer is required", cfg.Name)
-	case deps.Metrics == nil || deps.Health == nil || deps.Log == nil:
-		return nil, fmt.Errorf("stage %s: metrics, health and log are required", cfg.Name)
+	missing := ""
+	if cfg.Writer == nil {
+		missing = "writer"
+	}
+	c, err := newCore(cfg.Name, cfg.Inputs, cfg.DLQ, missing, deps)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = deps.Pipeline.MaxPollRecords
@@ -85,20 +75,10 @@ func NewBatchStage(cfg BatchStageConfig, deps Deps) (*BatchStage, error) {
 	if cfg.Linger <= 0 {
 		cfg.Linger = 100 * time.Millisecond
 	}
-	s := &BatchStage{
-		cfg:     cfg,
-		deps:    deps,
-		met:     deps.Metrics.forStage(cfg.Name),
-		log:     deps.Log.With("stage", cfg.Name),
-		backoff: Backoff{Initial: deps.Pipeline.RetryInitial.Std(), Max: deps.Pipeline.RetryMax.Std()},
-		group:   deps.Pipeline.GroupPrefix + "-" + cfg.Name,
-	}
-	cl, err := newConsumer(cfg.Name, s.group, cfg.Inputs, deps, s.log,
-		kgo.AdjustFetchOffsetsFn(s.adjustOffsets))
-	if err != nil {
+	s := &BatchStage{core: c, cfg: cfg}
+	if s.cl, err = newConsumer(cfg.Name, s.group, cfg.Inputs, deps, s.log, kgo.AdjustFetchOffsetsFn(s.adjustOffsets)); err != nil {
 		return nil, err
 	}
-	s.cl = cl
 	return s, nil
 }
 
@@ -135,12 +115,8 @@ func (s *BatchStage) adjustOffsets(ctx context.Context, assigned map[string]map[
 // Run consumes until ctx is done; the batch in progress is finished within
 // pipeline.shutdown_timeout. It returns nil after a clean stop.
 func (s *BatchStage) Run(ctx context.Context) (err error) {
-	drain, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelDrain()
-	stopTimer := context.AfterFunc(ctx, func() {
-		time.AfterFunc(s.deps.Pipeline.ShutdownTimeout.Std(), cancelDrain)
-	})
-	defer stopTimer()
+	drain, stopDrain := s.drainContext(ctx)
+	defer stopDrain()
 	defer func() {
 		s.met.ready.Set(0)
 		s.cl.Close()

@@ -96,7 +96,13 @@ type Deps struct {
 // Stage runs one Processor as a Kafka consumer group member:
 // consume -> process -> produce -> commit.
 type Stage struct {
-	cfg     StageConfig
+	core
+	cfg StageConfig
+}
+
+// core is what every consuming stage has: its client, metrics, logger,
+// backoff and consumer group.
+type core struct {
 	deps    Deps
 	cl      *kgo.Client
 	met     *stageMetrics
@@ -105,42 +111,64 @@ type Stage struct {
 	group   string
 }
 
+// newCore validates what every consuming stage needs; missing names the
+// processor or writer the stage lacks ("" when it has it).
+func newCore(name string, inputs []string, dlq, missing string, deps Deps) (core, error) {
+	switch {
+	case name == "":
+		return core{}, errors.New("stage: name is required")
+	case len(inputs) == 0:
+		return core{}, fmt.Errorf("stage %s: at least one input topic is required", name)
+	case dlq == "":
+		return core{}, fmt.Errorf("stage %s: a dead-letter topic is required", name)
+	case missing != "":
+		return core{}, fmt.Errorf("stage %s: a %s is required", name, missing)
+	case deps.Metrics == nil || deps.Health == nil || deps.Log == nil:
+		return core{}, fmt.Errorf("stage %s: metrics, health and log are required", name)
+	}
+	return core{
+		deps:    deps,
+		met:     deps.Metrics.forStage(name),
+		log:     deps.Log.With("stage", name),
+		backoff: Backoff{Initial: deps.Pipeline.RetryInitial.Std(), Max: deps.Pipeline.RetryMax.Std()},
+		group:   deps.Pipeline.GroupPrefix + "-" + name,
+	}, nil
+}
+
+// drainContext returns a context that outlives ctx by at most the shutdown
+// timeout, so the poll or batch in progress completes instead of being
+// thrown away.
+func (c *core) drainContext(ctx context.Context) (context.Context, func()) {
+	drain, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		time.AfterFunc(c.deps.Pipeline.ShutdownTimeout.Std(), cancel)
+	})
+	return drain, func() { stop(); cancel() }
+}
+
 // NewStage validates cfg and creates the stage's Kafka client. It does not
 // connect: the first poll does.
 func NewStage(cfg StageConfig, deps Deps) (*Stage, error) {
-	switch {
-	case cfg.Name == "":
-		return nil, errors.New("stage: name is required")
-	case len(cfg.Inputs) == 0:
-		return nil, fmt.Errorf("stage %s: at least one input topic is required", cfg.Name)
-	case cfg.DLQ == "":
-		return nil, fmt.Errorf("stage %s: a dead-letter topic is required", cfg.Name)
-	case cfg.Processor == nil:
-		return nil, fmt.Errorf("stage %s: a processor is required", cfg.Name)
-	case deps.Metrics == nil || deps.Health == nil || deps.Log == nil:
-		return nil, fmt.Errorf("stage %s: metrics, health and log are required", cfg.Name)
+	missing := ""
+	if cfg.Processor == nil {
+		missing = "processor"
+	}
+	c, err := newCore(cfg.Name, cfg.Inputs, cfg.DLQ, missing, deps)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = time.Second
 	}
-	s := &Stage{
-		cfg:     cfg,
-		deps:    deps,
-		met:     deps.Metrics.forStage(cfg.Name),
-		log:     deps.Log.With("stage", cfg.Name),
-		backoff: Backoff{Initial: deps.Pipeline.RetryInitial.Std(), Max: deps.Pipeline.RetryMax.Std()},
-		group:   deps.Pipeline.GroupPrefix + "-" + cfg.Name,
-	}
+	s := &Stage{core: c, cfg: cfg}
 	var extra []kgo.Opt
 	if dropper, ok := cfg.Processor.(PartitionDropper); ok {
 		drop := func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { dropper.DropPartitions(ps) }
 		extra = append(extra, kgo.OnPartitionsRevoked(drop), kgo.OnPartitionsLost(drop))
 	}
-	cl, err := newConsumer(cfg.Name, s.group, cfg.Inputs, deps, s.log, extra...)
-	if err != nil {
+	if s.cl, err = newConsumer(cfg.Name, s.group, cfg.Inputs, deps, s.log, extra...); err != nil {
 		return nil, err
 	}
-	s.cl = cl
 	return s, nil
 }
 
@@ -189,14 +217,8 @@ func (s *Stage) Name() string { return s.cfg.Name }
 // within pipeline.shutdown_timeout, and the client leaves the group. It
 // returns nil after a clean drain, or the error that stopped it.
 func (s *Stage) Run(ctx context.Context) (err error) {
-	// drain outlives ctx by at most the shutdown timeout, so the poll in
-	// progress completes instead of being thrown away.
-	drain, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelDrain()
-	stopTimer := context.AfterFunc(ctx, func() {
-		time.AfterFunc(s.deps.Pipeline.ShutdownTimeout.Std(), cancelDrain)
-	})
-	defer stopTimer()
+	drain, stopDrain := s.drainContext(ctx)
+	defer stopDrain()
 	defer func() {
 		s.met.ready.Set(0)
 		// Close commits nothing (autocommit is off) and leaves the group.
