@@ -16,12 +16,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/stackvps/stackvps/accounts"
 	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/pipeline"
 	"github.com/stackvps/stackvps/points"
 	"github.com/stackvps/stackvps/providers"
+	"github.com/stackvps/stackvps/query"
 	"github.com/stackvps/stackvps/schemas"
 	"github.com/stackvps/stackvps/sinks/timescale"
+	"github.com/stackvps/stackvps/stages/aggregate"
 	"github.com/stackvps/stackvps/stages/bridge"
 	"github.com/stackvps/stackvps/stages/normalize"
 )
@@ -44,6 +47,8 @@ func stageDefs() []stageDef {
 		{name: "bridge", summary: "MQTT -> telemetry.raw (acks MQTT only after Kafka)", build: buildBridge},
 		{name: "normalize", summary: "telemetry.raw -> telemetry.readings (providers, units, quality)", build: buildNormalize},
 		{name: "sink", summary: "telemetry.readings -> readings table (exactly once)", build: buildSink},
+		{name: "aggregate", summary: "telemetry.readings -> compliance.records (hourly windows, per-device watermarks)", build: buildAggregate},
+		{name: "api", summary: "query API under /api on http.listen (data, latest, points, owners, ingest)", build: buildAPI},
 	}
 }
 
@@ -100,6 +105,27 @@ func (a *app) db(ctx context.Context) (*pgxpool.Pool, error) {
 		}
 	})
 	return a.pool, a.poolErr
+}
+
+// providers returns the built-in providers plus the specs in
+// normalize.providers_dir.
+func (a *app) providers() (*providers.Registry, error) {
+	reg := providers.NewRegistry()
+	if err := providers.RegisterBuiltin(reg); err != nil {
+		return nil, err
+	}
+	if dir := a.cfg.Normalize.ProvidersDir; dir != "" {
+		specs, err := providers.LoadSpecDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("normalize.providers_dir: %w", err)
+		}
+		for _, sp := range specs {
+			if err := reg.Register(sp.Name(), sp); err != nil {
+				return nil, fmt.Errorf("normalize.providers_dir: %w", err)
+			}
+		}
+	}
+	return reg, nil
 }
 
 func (a *app) close() {
@@ -232,20 +258,9 @@ func buildNormalize(ctx context.Context, a *app) (runner, error) {
 	if err := timescale.CheckMigrated(ctx, pool); err != nil {
 		return nil, err
 	}
-	reg := providers.NewRegistry()
-	if err := providers.RegisterBuiltin(reg); err != nil {
+	reg, err := a.providers()
+	if err != nil {
 		return nil, err
-	}
-	if dir := a.cfg.Normalize.ProvidersDir; dir != "" {
-		specs, err := providers.LoadSpecDir(dir)
-		if err != nil {
-			return nil, fmt.Errorf("normalize.providers_dir: %w", err)
-		}
-		for _, sp := range specs {
-			if err := reg.Register(sp.Name(), sp); err != nil {
-				return nil, fmt.Errorf("normalize.providers_dir: %w", err)
-			}
-		}
 	}
 	codec, err := schemas.NewReadingCodec(ctx, a.cfg.SchemaRegistry, a.cfg.Kafka.Topics.Readings)
 	if err != nil {
@@ -295,10 +310,26 @@ func buildSink(ctx context.Context, a *app) (runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pipeline.NewBatchStage(pipeline.BatchStageConfig{
+	// The rollups follow the configuration (day zone, compression,
+	// retention), then the refresher folds every committed batch into
+	// readings_1m/_1h/_1d beside the batch stage.
+	rlog := a.log.With("stage", "sink", "component", "rollups")
+	if err := timescale.ApplyPolicies(ctx, pool, a.cfg.Rollups, rlog); err != nil {
+		return nil, err
+	}
+	ref, err := timescale.NewRefresher(ctx, pool, timescale.RefresherConfig{Rollups: a.cfg.Rollups, Registerer: a.reg, Log: rlog})
+	if err != nil {
+		return nil, err
+	}
+	w.OnStored(ref.Touch)
+	st, err := pipeline.NewBatchStage(pipeline.BatchStageConfig{
 		Name: "sink", Inputs: []string{a.cfg.Kafka.Topics.Readings}, DLQ: a.cfg.Kafka.Topics.ReadingsDLQ,
 		Writer: w, MaxBatch: a.cfg.Sink.BatchSize, Linger: a.cfg.Sink.Linger.Std(),
 	}, a.pipelineDeps())
+	if err != nil {
+		return nil, err
+	}
+	return together{st, ref}, nil
 }
 
 // together runs several runners until all return; the first error cancels
@@ -311,4 +342,62 @@ func (t together) Run(ctx context.Context) error {
 		g.Go(func() error { return r.Run(gctx) })
 	}
 	return g.Wait()
+}
+
+// buildAPI mounts the query API at /api on the process's HTTP server; its
+// runner blocks until the process stops, then drains the ingests in flight.
+func buildAPI(ctx context.Context, a *app) (runner, error) {
+	pool, err := a.db(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := timescale.CheckMigrated(ctx, pool); err != nil {
+		return nil, err
+	}
+	reg, err := a.providers()
+	if err != nil {
+		return nil, err
+	}
+	prod, err := pipeline.NewProducer("api", a.pipelineDeps())
+	if err != nil {
+		return nil, err
+	}
+	api, err := query.New(query.Config{
+		API: a.cfg.API, RawTopic: a.cfg.Kafka.Topics.Raw, DefaultProvider: a.cfg.Normalize.DefaultProvider,
+		DrainTimeout: a.cfg.Pipeline.ShutdownTimeout.Std(),
+	}, query.Deps{
+		Pool: pool, Accounts: accounts.New(pool), Producer: prod, Providers: reg,
+		Registerer: a.reg, Log: a.log.With("stage", "api"),
+	})
+	if err != nil {
+		prod.Close()
+		return nil, err
+	}
+	a.server.Router().Mount("/api", api.Handler())
+	return closingRunner{api, prod.Close}, nil
+}
+
+// buildAggregate builds the aggregate stage: hourly windows per point over
+// telemetry.readings, one compliance record per point and hour to
+// compliance.records; refused readings go to telemetry.readings.dlq.
+func buildAggregate(ctx context.Context, a *app) (runner, error) {
+	readings, err := schemas.NewReadingCodec(ctx, a.cfg.SchemaRegistry, a.cfg.Kafka.Topics.Readings)
+	if err != nil {
+		return nil, err
+	}
+	records, err := schemas.NewComplianceRecordCodec(ctx, a.cfg.SchemaRegistry, a.cfg.Kafka.Topics.ComplianceRecords)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := aggregate.New(a.cfg.Aggregate, aggregate.Deps{
+		Decoder: readings, Encoder: records, Registerer: a.reg, Log: a.log.With("stage", "aggregate"),
+		TotalizerRollover: a.cfg.Normalize.TotalizerRollover,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return pipeline.NewStage(pipeline.StageConfig{
+		Name: "aggregate", Inputs: []string{a.cfg.Kafka.Topics.Readings}, Output: a.cfg.Kafka.Topics.ComplianceRecords,
+		DLQ: a.cfg.Kafka.Topics.ReadingsDLQ, Processor: proc,
+	}, a.pipelineDeps())
 }
