@@ -309,14 +309,24 @@ func (s *Stage) handle(ctx context.Context, fetches kgo.Fetches, flusher Flusher
 	if err := prod.wait(); err != nil {
 		return err
 	}
+	var err error
 	if holder, ok := s.cfg.Processor.(OffsetHolder); ok {
-		if err := s.commitHeld(ctx, holder.HeldOffsets()); err != nil {
-			return err
-		}
+		err = s.commitHeld(ctx, holder.HeldOffsets())
 	} else if n > 0 {
-		if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {
+		err = s.cl.CommitUncommittedOffsets(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
 			return fmt.Errorf("committing offsets: %w", err)
 		}
+		// Kafka went away between the acks and the commit, or the group
+		// session ended. Everything of this poll is produced, so the next
+		// commit covers it; if the partitions move meanwhile, their new
+		// owner replays from the last commit, and downstream merges the
+		// duplicates. Stopping here would take the whole process down,
+		// the bridge's MQTT connection with it.
+		s.met.errTrans.Inc()
+		s.log.Warn("committing offsets failed; the next commit covers them", "err", err)
 	}
 	s.met.commit.Observe(time.Since(start).Seconds())
 	return nil
@@ -354,10 +364,7 @@ func (s *Stage) commitHeld(ctx context.Context, held map[string]map[int32]int64)
 			}
 		}
 	})
-	if cerr != nil {
-		return fmt.Errorf("committing offsets: %w", cerr)
-	}
-	return nil
+	return cerr
 }
 
 // partition processes one partition's records in order.
