@@ -169,8 +169,14 @@ type Bridge struct {
 	// Subscriptions are the MQTT topic filters. Default ["telemetry/+/+"].
 	Subscriptions []string `yaml:"subscriptions"`
 	// ShareGroup makes the subscriptions shared ($share/<group>/<filter>) so
-	// several bridges split the load. Empty disables sharing. Default
-	// "stackvps".
+	// several bridges split the load. Default empty: one bridge per broker
+	// subscription, on a persistent session the broker queues for. Mind
+	// that Mosquitto 2.0 does not route to a shared subscription it restored
+	// from its persistence file: after a broker restart, messages published
+	// before the bridges subscribe again are answered "no matching
+	// subscribers" and dropped (reproduced with mosquitto_sub/mosquitto_pub
+	// on 2.0.11; plain subscriptions keep them). Share only with a broker
+	// that keeps shared subscriptions across restarts.
 	ShareGroup string `yaml:"share_group"`
 	// TopicPattern extracts the device id and, optionally, the provider from
 	// the MQTT topic: segments "{device}" and "{provider}" capture, "+" skips
@@ -330,7 +336,7 @@ func Default() Config {
 		},
 		Bridge: Bridge{
 			Subscriptions:  []string{"telemetry/+/+"},
-			ShareGroup:     "stackvps",
+			ShareGroup:     "",
 			TopicPattern:   "telemetry/{provider}/{device}",
 			ReceiveMaximum: 1000,
 		},
