@@ -49,5 +49,14 @@ demo: services build ## services up, the pipeline running, a simulated fleet pub
 bench: services build ## benchmarks against the raw limits, results in benchmarks/results/
 	source $(ENVFILE) && benchmarks/run
 
+# chaos STOPS, KILLS AND RESTARTS the local services (deploy/local/services
+# stop|kill|restart pg|mqtt|kafka) under a running pipeline to prove the delivery
+# guarantees, and brings them back up at the end: nothing else may use them
+# meanwhile. `make test` skips these tests for that reason. SVC_*_PORT in the
+# environment move the services as for `make services`.
+chaos: services ## fault tests of the ingest spine (stops and restarts the local services)
+	source $(ENVFILE) && STACKVPS_TEST_CHAOS=1 STACKVPS_TEST_REQUIRE=1 STACKVPS_TEST_SERVICES=$(abspath $(SERVICES)) \
+	  $(GO) test -count=1 -timeout 20m -run '^TestChaos' -v ./internal/e2e/
+
 clean: ## remove build output (not service data; see services-down and deploy/local/services purge)
 	rm -rf bin

@@ -4,16 +4,21 @@
 package e2e_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -91,7 +96,6 @@ func newDeployment(t *testing.T, fleetCfg simulate.Config) *deployment {
 		"STACKVPS_MQTT_CLIENT_ID=" + name,
 		"STACKVPS_MQTT_SESSION_EXPIRY=10m",
 		"STACKVPS_BRIDGE_SUBSCRIPTIONS=" + prefix + "/+/+",
-		"STACKVPS_BRIDGE_SHARE_GROUP=" + name,
 		"STACKVPS_BRIDGE_TOPIC_PATTERN=" + prefix + "/{provider}/{device}",
 	}
 	ctx := testenv.Context(t, time.Minute)
@@ -356,4 +360,335 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// stream publishes the fleet's readings round by round, one reading of every
+// device per interval, until stopped: round n is reading n of each device.
+// Every publish is retried until the broker acknowledges it (a broker that is
+// down or restarting is waited for), and a round starts only once the
+// previous one is fully acknowledged, so readings [0, rounds) of every device
+// are exactly the readings that got a PUBACK. Rounds that fall behind the
+// schedule (after an outage) are published back to back.
+type stream struct {
+	t        *testing.T
+	stopOnce sync.Once
+	stopReq  chan struct{}
+	done     chan struct{}
+	rounds   atomic.Int64 // rounds fully acknowledged
+	acks     atomic.Int64 // PUBACKs received
+	retries  atomic.Int64 // publish attempts that failed and were retried
+	noMatch  atomic.Int64 // PUBACKs with reason 0x10: no subscriber matched
+	lastAck  atomic.Int64 // unix nanoseconds of the last PUBACK
+	err      error        // why publishing stopped early; read after done
+}
+
+// stream starts publishing; stop it with stop. Its client reconnects every
+// 100 ms while the broker is away, as a fleet of devices does: they are back
+// before the bridge, whose backoff grows.
+func (d *deployment) stream(ctx context.Context, interval time.Duration) *stream {
+	d.t.Helper()
+	cc, err := mqttclient.ClientConfig(d.mqtt, mqttclient.Options{ClientID: d.prefix + "-pub", CleanStart: true, SessionExpiry: -1})
+	require.NoError(d.t, err)
+	cc.ReconnectBackoff = autopaho.NewConstantBackoff(100 * time.Millisecond)
+	cm, err := autopaho.NewConnection(ctx, cc)
+	require.NoError(d.t, err)
+	require.NoError(d.t, cm.AwaitConnection(ctx))
+	s := &stream{t: d.t, stopReq: make(chan struct{}), done: make(chan struct{})}
+	s.lastAck.Store(time.Now().UnixNano())
+	go s.run(ctx, d, cm, interval)
+	d.t.Cleanup(func() {
+		s.stopOnce.Do(func() { close(s.stopReq) })
+		<-s.done
+	})
+	return s
+}
+
+func (s *stream) run(ctx context.Context, d *deployment, cm *autopaho.ConnectionManager, interval time.Duration) {
+	defer close(s.done)
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = cm.Disconnect(dctx)
+	}()
+	next := time.Now()
+	for n := 0; ; n++ {
+		wait := time.NewTimer(time.Until(next))
+		select {
+		case <-s.stopReq:
+			wait.Stop()
+			return
+		case <-ctx.Done():
+			wait.Stop()
+			s.err = fmt.Errorf("round %d not started: %w", n, ctx.Err())
+			return
+		case <-wait.C:
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var failed []error
+		for i := range d.fleet.Devices() {
+			m, err := d.fleet.MessageAt(i, n, d.start)
+			if err != nil {
+				s.err = err
+				return
+			}
+			wg.Go(func() {
+				if err := s.publishOne(ctx, cm, m); err != nil {
+					mu.Lock()
+					failed = append(failed, fmt.Errorf("%s reading %d: %w", m.Topic, n, err))
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if len(failed) > 0 {
+			s.err = fmt.Errorf("round %d: %d publish(es) never got a PUBACK: %w", n, len(failed), errors.Join(failed...))
+			return
+		}
+		s.rounds.Store(int64(n + 1))
+		next = next.Add(interval)
+	}
+}
+
+// publishOne retries until the broker acknowledges m, for at most a minute.
+// An attempt waits 2 s for its PUBACK (the local broker answers in
+// milliseconds): a publish in flight when the connection dropped is not
+// failed by paho, and must not hold the fleet back for long.
+func (s *stream) publishOne(ctx context.Context, cm *autopaho.ConnectionManager, m simulate.Message) error {
+	giveUp := time.Now().Add(time.Minute)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := cm.Publish(pctx, &paho.Publish{Topic: m.Topic, QoS: 1, Payload: m.Payload})
+		cancel()
+		if err == nil {
+			if resp != nil && resp.ReasonCode == 0x10 {
+				// Accepted, but the broker had no subscriber for it: the
+				// bridge's subscription is gone and the message with it.
+				s.noMatch.Add(1)
+			}
+			s.acks.Add(1)
+			s.lastAck.Store(time.Now().UnixNano())
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(giveUp) {
+			return err
+		}
+		s.retries.Add(1)
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = cm.AwaitConnection(actx)
+		acancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Rounds returns the rounds fully acknowledged so far.
+func (s *stream) Rounds() int { return int(s.rounds.Load()) }
+
+// sinceLastAck returns the time since the last PUBACK.
+func (s *stream) sinceLastAck() time.Duration {
+	return time.Since(time.Unix(0, s.lastAck.Load()))
+}
+
+// waitRounds waits until at least n rounds are acknowledged.
+func (s *stream) waitRounds(n int, within time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for s.Rounds() < n {
+		select {
+		case <-s.done:
+			s.t.Fatalf("publisher stopped at round %d (want %d): %v", s.Rounds(), n, s.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("publisher acknowledged %d rounds after %s, want %d", s.Rounds(), within, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop ends publishing after the round in progress and returns the number of
+// rounds published: readings [0, n) of every device got their PUBACK.
+func (s *stream) stop() int {
+	s.t.Helper()
+	s.stopOnce.Do(func() { close(s.stopReq) })
+	<-s.done
+	require.NoError(s.t, s.err, "publisher")
+	return s.Rounds()
+}
+
+// metrics scrapes the process's /metrics: series (name with its labels, as
+// exposed) -> value.
+func (p *process) metrics() (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.http+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
+// metricSum adds the values of every series of the metric name.
+func metricSum(m map[string]float64, name string) float64 {
+	var sum float64
+	for series, v := range m {
+		if series == name || strings.HasPrefix(series, name+"{") {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// rss returns the process's resident set size, from /proc/<pid>/status.
+func (p *process) rss() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("unexpected VmRSS line %q", line)
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/<pid>/status")
+}
+
+// awaitReadings waits until readings holds the rows of readings [0, count)
+// of every device, failing if it holds more, or if they are not all there
+// within the given time: then it lists which readings are missing.
+func (d *deployment) awaitReadings(ctx context.Context, count int, within time.Duration) {
+	d.t.Helper()
+	want := len(d.fleet.Devices()) * count * 3
+	deadline := time.Now().Add(within)
+	last := -1
+	for time.Now().Before(deadline) {
+		last = d.count(ctx)
+		if last > want {
+			d.t.Fatalf("readings has %d rows, more than the %d readings published:\n%s", last, want, d.missing(ctx, count))
+		}
+		if last == want {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	d.t.Fatalf("readings has %d rows after %s, want %d:\n%s", last, within, want, d.missing(ctx, count))
+}
+
+// missing describes, per device and variable, which of readings [0, count)
+// are not stored, and which stored rows are not among them.
+func (d *deployment) missing(ctx context.Context, count int) string {
+	type key struct {
+		point, variable string
+		us              int64
+	}
+	type id struct {
+		device, variable string
+		n                int
+	}
+	want := map[key]id{}
+	for i, dev := range d.fleet.Devices() {
+		for n := range count {
+			us := d.fleet.ReadingAt(i, n, d.start).Time.UnixMicro()
+			for _, v := range []string{"flow", "totalizer", "level"} {
+				want[key{simulate.PointOf(dev), v, us}] = id{dev, v, n}
+			}
+		}
+	}
+	rows, err := d.pool.Query(ctx, `SELECT point, variable, time FROM readings`)
+	if err != nil {
+		return "querying readings: " + err.Error()
+	}
+	var unexpected []string
+	for rows.Next() {
+		var k key
+		var ts time.Time
+		if err := rows.Scan(&k.point, &k.variable, &ts); err != nil {
+			rows.Close()
+			return "scanning readings: " + err.Error()
+		}
+		k.us = ts.UnixMicro()
+		if _, ok := want[k]; !ok {
+			unexpected = append(unexpected, fmt.Sprintf("%s/%s/%s", k.point, k.variable, ts.UTC().Format(time.RFC3339Nano)))
+		}
+		delete(want, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "reading readings: " + err.Error()
+	}
+	byDev := map[string][]int{}
+	for _, m := range want {
+		byDev[m.device+" "+m.variable] = append(byDev[m.device+" "+m.variable], m.n)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d rows missing, %d unexpected\n", len(want), len(unexpected))
+	names := make([]string, 0, len(byDev))
+	for k := range byDev {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		ns := byDev[k]
+		slices.Sort(ns)
+		fmt.Fprintf(&b, "  missing %s: readings %s\n", k, ranges(ns))
+	}
+	if len(unexpected) > 20 {
+		unexpected = append(unexpected[:20], "...")
+	}
+	for _, u := range unexpected {
+		fmt.Fprintf(&b, "  unexpected %s\n", u)
+	}
+	return b.String()
+}
+
+// ranges formats sorted integers as "1-4,7,9-10".
+func ranges(ns []int) string {
+	var parts []string
+	for i := 0; i < len(ns); {
+		j := i
+		for j+1 < len(ns) && ns[j+1] == ns[j]+1 {
+			j++
+		}
+		if i == j {
+			parts = append(parts, strconv.Itoa(ns[i]))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", ns[i], ns[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
 }
