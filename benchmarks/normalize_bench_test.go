@@ -1,0 +1,258 @@
+package benchmarks_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/stackvps/stackvps/benchmarks/internal/rig"
+	"github.com/stackvps/stackvps/config"
+	"github.com/stackvps/stackvps/internal/testenv"
+	"github.com/stackvps/stackvps/pipeline"
+	"github.com/stackvps/stackvps/points"
+	"github.com/stackvps/stackvps/providers"
+	"github.com/stackvps/stackvps/sinks/timescale"
+	"github.com/stackvps/stackvps/stages/normalize"
+)
+
+// Sizes of the normalize benchmark: normalizeRecords raw records from
+// normalizeDevices devices (a third in each format), on topics of
+// benchPartitions partitions (the default kafka.partitions).
+const (
+	normalizeRecords = 60_000
+	normalizeDevices = 300
+	benchPartitions  = 12
+	// endPoll is how often the output topic's end offsets are polled: the
+	// resolution of the measured time.
+	endPoll = 10 * time.Millisecond
+)
+
+// BenchmarkNormalize measures the normalize stage against the raw limit of a
+// Kafka consume -> produce hop. 60,000 telemetry.raw records (the bridge's
+// key, value and headers for simulated payloads of 300 devices in the three
+// formats) are produced once, untimed, into a 12-partition topic. Each round
+// consumes all of them from the start with a fresh consumer group and is
+// timed from its start until the output topic's end offsets show every
+// output record (polled every 10ms; topic creation and the stage's shutdown
+// are not timed).
+//
+//   - path=raw_relay: a bare franz-go consumer-group member producing each
+//     record unchanged to another topic (acks=all, idempotent, zstd: the
+//     pipeline's producer options), without per-poll barriers. The raw limit.
+//   - path=stage_identity: pipeline.Stage with a processor that returns its
+//     record unchanged: the stage runtime's own cost (per-poll barrier, acks,
+//     commits, metrics) without normalize's work. For diagnosis.
+//   - path=stage: pipeline.Stage running normalize.New with the built-in
+//     providers, the Avro reading codec without registry and the real device
+//     directory (normalize.Directory over points.Store on a migrated test
+//     schema, loaded into memory before the rounds), producing one reading
+//     per variable (three per record) to telemetry.readings. The hop.
+//
+// All report records/s (input records) and cpu-us/record (CPU of the
+// benchmark process: client, stage and Go runtime; not the broker's); the
+// stage paths report ratio_to_raw, each round paired with a raw_relay round
+// run just before it, and path=stage reports readings/s (output records).
+//
+//	go test -run '^$' -bench '^BenchmarkNormalize$' -benchtime 1x -benchmem -count 6 -timeout 60m ./benchmarks/ | tee benchmarks/results/normalize.txt
+func BenchmarkNormalize(b *testing.B) {
+	ctx := context.Background()
+	k := testenv.Kafka(b, benchPartitions)
+	pool := testenv.Postgres(b)
+	if _, err := timescale.Migrate(ctx, pool, rig.Discard); err != nil {
+		b.Fatal(err)
+	}
+	stream, err := rig.NewStream("telemetry", normalizeDevices, normalizeRecords, time.Now().Add(-2*time.Hour).Truncate(time.Second))
+	if err != nil {
+		b.Fatal(err)
+	}
+	store := points.NewStore(pool)
+	if err := stream.Register(ctx, store); err != nil {
+		b.Fatal(err)
+	}
+	dir := normalize.NewDirectory(store, config.Default().Normalize.DeviceRefresh.Std(), rig.Discard)
+	dirCtx, stopDir := context.WithCancel(ctx)
+	b.Cleanup(stopDir)
+	go func() { _ = dir.Run(dirCtx) }()
+	raw := rig.RawRecords(stream.Messages, k.Topics.Raw)
+	outs, err := rig.Readings(ctx, stream.DeviceMap(), raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	wantReadings := int64(len(outs))
+	if err := rig.Produce(ctx, k, raw); err != nil {
+		b.Fatal(err)
+	}
+	identity := k.Topics.Raw + ".identity"
+	if err := rig.EnsureTopic(ctx, k, identity, benchPartitions); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = pipeline.DeleteTopics(context.Background(), k, []string{identity}) })
+	adm, err := rig.Admin(k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(adm.Close)
+	for dir.Ready(ctx) != nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	const n = normalizeRecords
+	maxPoll := config.Default().Pipeline.MaxPollRecords
+
+	// relay runs one raw round: a fresh group relays the n records.
+	relay := func(b *testing.B) time.Duration {
+		base := endOffsets(b, adm, identity)
+		group := testenv.Name(b)
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		done := make(chan error, 1)
+		var start, end time.Time
+		var err error
+		labelled("raw_relay", func() {
+			start = time.Now()
+			go func() { done <- rig.Relay(rctx, k, group, k.Topics.Raw, identity, n, maxPoll) }()
+			end, err = rig.WaitEndOffsets(rctx, adm, identity, base+n, endPoll)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		return end.Sub(start)
+	}
+
+	b.Run("path=raw_relay", func(b *testing.B) {
+		var p paired
+		b.ReportAllocs()
+		for b.Loop() {
+			cpu := cpuTime()
+			p.add(n, relay(b), 0)
+			p.addCPU(cpuTime() - cpu)
+		}
+		p.report(b, "records/s")
+	})
+
+	// stage runs the paths that use pipeline.Stage: each round is paired
+	// with a relay round, then runs a stage built by build, with a fresh
+	// group, until out holds want more records.
+	stage := func(b *testing.B, path, out string, want int64, build func(*testing.B, *prometheus.Registry) pipeline.Processor) float64 {
+		var p paired
+		var polls, barrier, wall float64
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			var raw time.Duration
+			if *pairRounds {
+				raw = relay(b)
+			}
+			base := endOffsets(b, adm, out)
+			dlqBase := endOffsets(b, adm, k.Topics.RawDLQ)
+			reg := prometheus.NewRegistry()
+			sctx, cancel := context.WithCancel(ctx)
+			wctx, cancelWait := context.WithTimeout(ctx, 5*time.Minute)
+			done := make(chan error, 1)
+			var start, end time.Time
+			var err error
+			cpu := cpuTime()
+			b.StartTimer()
+			labelled(path, func() {
+				st := newStage(b, k, reg, out, build(b, reg))
+				start = time.Now()
+				go func() { done <- st.Run(sctx) }()
+				end, err = rig.WaitEndOffsets(wctx, adm, out, base+want, endPoll)
+			})
+			b.StopTimer()
+			p.addCPU(cpuTime() - cpu)
+			cancelWait()
+			cancel()
+			if rerr := <-done; rerr != nil {
+				b.Fatal(rerr)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if d := endOffsets(b, adm, k.Topics.RawDLQ) - dlqBase; d != 0 {
+				b.Fatalf("%d records dead-lettered", d)
+			}
+			p.add(n, end.Sub(start), raw)
+			// Where the wall time went: the runtime's barrier (waiting for
+			// every produce ack, then committing) after each poll.
+			s, c := histogram(reg, "stackvps_stage_commit_seconds")
+			barrier += s
+			polls += float64(c)
+			wall += end.Sub(start).Seconds()
+			b.StartTimer()
+		}
+		b.Logf("%.0f polls (%.0f records each on average); waiting for acks and committing: %.0f%% of the wall time",
+			polls, float64(p.n)/polls, 100*barrier/wall)
+		return p.report(b, "records/s")
+	}
+
+	b.Run("path=stage_identity", func(b *testing.B) {
+		stage(b, "stage_identity", identity, n, func(*testing.B, *prometheus.Registry) pipeline.Processor {
+			return pipeline.ProcessorFunc(func(_ context.Context, r pipeline.Record) ([]pipeline.Record, error) {
+				return []pipeline.Record{{Key: r.Key, Value: r.Value, Headers: r.Headers, Time: r.Time}}, nil
+			})
+		})
+	})
+
+	b.Run("path=stage", func(b *testing.B) {
+		rate := stage(b, "stage", k.Topics.Readings, wantReadings, func(b *testing.B, reg *prometheus.Registry) pipeline.Processor {
+			return newNormalizer(b, reg, dir)
+		})
+		b.ReportMetric(rate*float64(wantReadings)/n, "readings/s")
+	})
+}
+
+// newNormalizer builds the processor as `stackvps run --stages normalize`
+// does, its metrics on reg.
+func newNormalizer(b *testing.B, reg prometheus.Registerer, devs normalize.Devices) *normalize.Normalizer {
+	b.Helper()
+	decoders := providers.NewRegistry()
+	if err := providers.RegisterBuiltin(decoders); err != nil {
+		b.Fatal(err)
+	}
+	codec, err := rig.NewCodec()
+	if err != nil {
+		b.Fatal(err)
+	}
+	proc, err := normalize.New(config.Default().Normalize, normalize.Deps{
+		Decoders: decoders, Devices: devs, Encoder: codec, Registerer: reg, Log: rig.Discard,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return proc
+}
+
+// newStage builds a stage reading telemetry.raw with a fresh consumer group,
+// its metrics on reg.
+func newStage(b *testing.B, k config.Kafka, reg prometheus.Registerer, out string, proc pipeline.Processor) *pipeline.Stage {
+	b.Helper()
+	met, err := pipeline.NewMetrics(reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pcfg := config.Default().Pipeline
+	pcfg.GroupPrefix = testenv.Name(b)
+	st, err := pipeline.NewStage(pipeline.StageConfig{
+		Name: "normalize", Inputs: []string{k.Topics.Raw}, Output: out, DLQ: k.Topics.RawDLQ, Processor: proc,
+	}, pipeline.Deps{Kafka: k, Pipeline: pcfg, Metrics: met, Health: pipeline.NewHealth(3 * time.Second), Log: rig.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
+}
+
+// endOffsets returns the records topic holds.
+func endOffsets(b *testing.B, adm *kadm.Client, topic string) int64 {
+	b.Helper()
+	n, err := rig.EndOffsets(context.Background(), adm, topic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
