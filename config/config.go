@@ -91,6 +91,10 @@ type Kafka struct {
 	Retention Duration `yaml:"retention"`
 	// DialTimeout bounds connecting to one broker. Default 10s.
 	DialTimeout Duration `yaml:"dial_timeout"`
+	// Compression of produced batches: none, gzip, snappy, lz4 or zstd.
+	// Default lz4: zstd compresses better but cost normalize 14% of its CPU
+	// in the benchmarks (benchmarks/results/ANALYSIS.md).
+	Compression string `yaml:"compression"`
 }
 
 // Topics names the contract topics. Renaming one breaks users' tooling: do it
@@ -318,6 +322,7 @@ func Default() Config {
 			ReplicationFactor: -1,
 			Retention:         Duration(720 * time.Hour),
 			DialTimeout:       Duration(10 * time.Second),
+			Compression:       "lz4",
 		},
 		MQTT: MQTT{
 			Broker:         "localhost",
@@ -461,6 +466,11 @@ func (k Kafka) validate(p *problems) {
 		p.addf("kafka.replication_factor", "must be -1 (broker default) or at least 1; got %d", k.ReplicationFactor)
 	}
 	p.positive("kafka.retention", k.Retention)
+	switch k.Compression {
+	case "none", "gzip", "snappy", "lz4", "zstd":
+	default:
+		p.addf("kafka.compression", "must be one of none, gzip, snappy, lz4, zstd; got %q", k.Compression)
+	}
 	p.positive("kafka.dial_timeout", k.DialTimeout)
 }
 

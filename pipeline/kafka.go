@@ -44,11 +44,16 @@ func clientOpts(cfg config.Kafka, clientID string) []kgo.Opt {
 
 // producerOpts are the durability settings of every producer: acks from all
 // in-sync replicas on an idempotent producer (franz-go's default, stated here
-// so nobody weakens it by accident), retried until the context ends.
-func producerOpts() []kgo.Opt {
+// so nobody weakens it by accident), retried until the context ends; and the
+// configured batch compression.
+func producerOpts(cfg config.Kafka) []kgo.Opt {
+	codecs := map[string]kgo.CompressionCodec{
+		"none": kgo.NoCompression(), "gzip": kgo.GzipCompression(), "snappy": kgo.SnappyCompression(),
+		"lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression(),
+	}
 	return []kgo.Opt{
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchCompression(kgo.ZstdCompression(), kgo.SnappyCompression(), kgo.NoCompression()),
+		kgo.ProducerBatchCompression(codecs[cfg.Compression], kgo.NoCompression()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 	}
 }
