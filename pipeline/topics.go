@@ -123,9 +123,15 @@ func EnsureTopics(ctx context.Context, k config.Kafka, specs []TopicSpec, extra 
 			}
 			return out, fmt.Errorf("creating topic %s%s: %w", s.Name, msg, err)
 		default:
-			// The response says what was made; metadata may lag behind it.
-			out = append(out, TopicState{Name: s.Name, Partitions: int(resp.NumPartitions),
-				ReplicationFactor: int(resp.ReplicationFactor), Created: true})
+			// Return only once the topic is usable: on a new cluster the
+			// metadata lags behind the creation, and whoever runs next
+			// (doctor, a stage) would find it missing.
+			st, err := describeSettled(ctx, adm, s.Name)
+			if err != nil {
+				return out, err
+			}
+			st.Created = true
+			out = append(out, st)
 		}
 	}
 	return out, nil
@@ -139,7 +145,7 @@ func describeSettled(ctx context.Context, adm *kadm.Client, name string) (TopicS
 		if err != nil {
 			return TopicState{}, err
 		}
-		if !st[name].Missing || attempt == 20 {
+		if !st[name].Missing || attempt == 100 {
 			return st[name], nil
 		}
 		select {
