@@ -103,3 +103,29 @@ func (o optional[T]) value(field string) (T, bool, error) {
 	}
 	return o.v, o.set, nil
 }
+
+// jsonCall checks what every JSON-only call shares, in this order: it
+// answers JSON, names its path parameter (pathKey; "" for none), takes no
+// query parameters and, when body is not nil, decodes the JSON body into
+// it. It returns the path parameter's value.
+func jsonCall(w http.ResponseWriter, r *http.Request, pathKey string, body any) (string, error) {
+	if _, err := negotiate(r, jsonOnly); err != nil {
+		return "", err
+	}
+	var v string
+	if pathKey != "" {
+		var err error
+		if v, err = pathParam(r, pathKey); err != nil {
+			return "", err
+		}
+	}
+	if err := noParams(r); err != nil {
+		return "", err
+	}
+	if body != nil {
+		if err := decodeBody(w, r, body); err != nil {
+			return "", err
+		}
+	}
+	return v, nil
+}

@@ -63,10 +63,7 @@ func noParams(r *http.Request) error {
 
 // handleListPoints serves GET /api/points/: the points the caller can read.
 func (a *API) handleListPoints(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
+	if _, err := jsonCall(w, r, "", nil); err != nil {
 		return err
 	}
 	pts, err := a.acc.Points(r.Context(), principal(r))
@@ -94,14 +91,8 @@ type pointCreate struct {
 
 // handleCreatePoint serves POST /api/points/ (administrators).
 func (a *API) handleCreatePoint(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
-		return err
-	}
 	var in pointCreate
-	if err := decodeBody(w, r, &in); err != nil {
+	if _, err := jsonCall(w, r, "", &in); err != nil {
 		return err
 	}
 	if err := checkIdent("code", in.Code); err != nil {
@@ -126,14 +117,8 @@ func (a *API) handleCreatePoint(w http.ResponseWriter, r *http.Request) error {
 // handleGetPoint serves GET /api/points/{code}/, with the caller's
 // permissions on the point.
 func (a *API) handleGetPoint(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	code, err := pathParam(r, "code")
+	code, err := jsonCall(w, r, "code", nil)
 	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
 		return err
 	}
 	pr := principal(r)
@@ -202,18 +187,9 @@ func (pp pointPatch) apply(p *points.Point) error {
 // point, applies the patch and writes it back; accounts checks write again
 // and audits in the same transaction as the change.
 func (a *API) handleUpdatePoint(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	code, err := pathParam(r, "code")
-	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
-		return err
-	}
 	var patch pointPatch
-	if err := decodeBody(w, r, &patch); err != nil {
+	code, err := jsonCall(w, r, "code", &patch)
+	if err != nil {
 		return err
 	}
 	pr := principal(r)
@@ -253,14 +229,8 @@ func (a *API) handleDeletePoint(w http.ResponseWriter, r *http.Request) error {
 
 // handleListDevices serves GET /api/points/{code}/devices/.
 func (a *API) handleListDevices(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	code, err := pathParam(r, "code")
+	code, err := jsonCall(w, r, "code", nil)
 	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
 		return err
 	}
 	ds, err := a.acc.Devices(r.Context(), principal(r), code)
@@ -292,18 +262,9 @@ func checkProvider(s string) error {
 
 // handleAddDevice serves POST /api/points/{code}/devices/ (manage_devices).
 func (a *API) handleAddDevice(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	code, err := pathParam(r, "code")
-	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
-		return err
-	}
 	var in deviceCreate
-	if err := decodeBody(w, r, &in); err != nil {
+	code, err := jsonCall(w, r, "code", &in)
+	if err != nil {
 		return err
 	}
 	if err := checkIdent("id", in.ID); err != nil {
@@ -363,18 +324,9 @@ type devicePatch struct {
 // handleUpdateDevice serves PATCH /api/devices/{id}/ (manage_devices on
 // its point, and on the new one when it moves).
 func (a *API) handleUpdateDevice(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	id, err := pathParam(r, "id")
-	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
-		return err
-	}
 	var patch devicePatch
-	if err := decodeBody(w, r, &patch); err != nil {
+	id, err := jsonCall(w, r, "id", &patch)
+	if err != nil {
 		return err
 	}
 	d, err := a.visibleDevice(r, id, "id")

@@ -93,14 +93,8 @@ var notificationFieldParams = [][2]string{
 // the caller's preferences for a point they can read, or another related
 // user's with manage_notifications.
 func (a *API) handleSetNotifications(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
-		return err
-	}
 	var in notificationsInput
-	if err := decodeBody(w, r, &in); err != nil {
+	if _, err := jsonCall(w, r, "", &in); err != nil {
 		return err
 	}
 	if in.Point == "" {
