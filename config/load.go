@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/stackvps/stackvps/internal/strictyaml"
 )
 
 // DefaultFile is the configuration file read when no path is given and it
@@ -86,112 +88,7 @@ func decodeYAML(data []byte, cfg *Config, p *problems) {
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
 		return
 	}
-	decodeNode(root, reflect.ValueOf(cfg).Elem(), "", p)
-}
-
-var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
-
-func decodeNode(n *yaml.Node, v reflect.Value, path string, p *problems) {
-	if v.Kind() == reflect.Struct && !reflect.PointerTo(v.Type()).Implements(unmarshalerType) {
-		if n.Kind != yaml.MappingNode {
-			p.addf(keyOr(path), "must be a mapping (line %d)", n.Line)
-			return
-		}
-		fields := yamlFields(v.Type())
-		seen := map[string]bool{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
-			key := join(path, k.Value)
-			if seen[k.Value] {
-				p.addf(key, "is given twice (line %d)", k.Line)
-				continue
-			}
-			seen[k.Value] = true
-			idx, ok := fields[k.Value]
-			if !ok {
-				p.addf(key, "unknown key (line %d)%s", k.Line, suggest(k.Value, fields))
-				continue
-			}
-			decodeNode(val, v.Field(idx), key, p)
-		}
-		return
-	}
-	// A leaf: decode into a fresh value so a failure leaves the default.
-	fresh := reflect.New(v.Type())
-	if err := n.Decode(fresh.Interface()); err != nil {
-		p.addf(keyOr(path), "%s (line %d)", cleanYAMLError(err), n.Line)
-		return
-	}
-	if v.Kind() == reflect.Map && !v.IsNil() && !fresh.Elem().IsNil() {
-		// A map from the file is merged over the defaults: giving one
-		// entry does not drop the others.
-		for _, k := range v.MapKeys() {
-			if !fresh.Elem().MapIndex(k).IsValid() {
-				fresh.Elem().SetMapIndex(k, v.MapIndex(k))
-			}
-		}
-	}
-	v.Set(fresh.Elem())
-}
-
-func keyOr(path string) string {
-	if path == "" {
-		return "(file)"
-	}
-	return path
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-// cleanYAMLError strips yaml.v3's "yaml: unmarshal errors:\n  line N:" noise.
-func cleanYAMLError(err error) string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg := te.Errors[0]
-		if i := strings.Index(msg, ": "); i >= 0 && strings.HasPrefix(msg, "line ") {
-			msg = msg[i+2:]
-		}
-		return msg
-	}
-	return err.Error()
-}
-
-// yamlFields maps each yaml tag of t to its field index.
-func yamlFields(t reflect.Type) map[string]int {
-	m := make(map[string]int, t.NumField())
-	for i := range t.NumField() {
-		if name := yamlName(t.Field(i)); name != "" {
-			m[name] = i
-		}
-	}
-	return m
-}
-
-func yamlName(f reflect.StructField) string {
-	tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-	if tag == "-" || !f.IsExported() {
-		return ""
-	}
-	return tag
-}
-
-func suggest(key string, fields map[string]int) string {
-	names := make([]string, 0, len(fields))
-	for name := range fields {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		if distance(strings.ToLower(key), name) <= 2 {
-			return fmt.Sprintf("; did you mean %q?", name)
-		}
-	}
-	return "; known keys: " + strings.Join(names, ", ")
+	strictyaml.Decode(root, reflect.ValueOf(cfg).Elem(), "", strictyaml.Options{MergeMaps: true}, p.addf)
 }
 
 // leaf is one settable key of the tree.
@@ -222,13 +119,13 @@ func leaves() []leaf {
 	walk = func(t reflect.Type, path string, index []int) {
 		for i := range t.NumField() {
 			f := t.Field(i)
-			name := yamlName(f)
+			name := strictyaml.Name(f)
 			if name == "" {
 				continue
 			}
 			idx := append(append([]int(nil), index...), i)
-			key := join(path, name)
-			if f.Type.Kind() == reflect.Struct && !reflect.PointerTo(f.Type).Implements(unmarshalerType) {
+			key := strictyaml.Join(path, name)
+			if f.Type.Kind() == reflect.Struct && !reflect.PointerTo(f.Type).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
 				walk(f.Type, key, idx)
 				continue
 			}
@@ -322,29 +219,8 @@ func setFromEnv(v reflect.Value, s, path, envName string, p *problems) {
 	}
 	fresh := reflect.New(v.Type())
 	if err := n.Decode(fresh.Interface()); err != nil {
-		p.addf(path, "from %s: %s", envName, cleanYAMLError(err))
+		p.addf(path, "from %s: %s", envName, strictyaml.CleanError(err))
 		return
 	}
 	v.Set(fresh.Elem())
-}
-
-// distance is the Levenshtein distance of a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
