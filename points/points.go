@@ -272,30 +272,15 @@ func (t Tx) InsertPoint(ctx context.Context, p Point) (Point, error) {
 // UpdatePoint overwrites the point p.Code with p; ErrNotFound when it does
 // not exist.
 func (t Tx) UpdatePoint(ctx context.Context, p Point) error {
-	tag, err := t.tx.Exec(ctx, `UPDATE catchment_points SET name = $2, kind = $3, timezone = $4, latitude = $5,
-		longitude = $6, active = $7, updated_at = now() WHERE code = $1`,
-		p.Code, p.Name, p.Kind, p.Timezone, p.Latitude, p.Longitude, p.Active)
-	if err != nil {
-		return fmt.Errorf("updating point %s: %w", p.Code, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("point %q: %w", p.Code, ErrNotFound)
-	}
-	return nil
+	return t.execOne(ctx, "updating", "point", p.Code, `UPDATE catchment_points SET name = $2, kind = $3, timezone = $4, latitude = $5,
+		longitude = $6, active = $7, updated_at = now() WHERE code = $1`, p.Code, p.Name, p.Kind, p.Timezone, p.Latitude, p.Longitude, p.Active)
 }
 
 // DeletePoint removes the point with code; ErrNotFound when it does not
 // exist. A point that still has devices cannot be deleted (the database
 // refuses with a foreign key violation).
 func (t Tx) DeletePoint(ctx context.Context, code string) error {
-	tag, err := t.tx.Exec(ctx, `DELETE FROM catchment_points WHERE code = $1`, code)
-	if err != nil {
-		return fmt.Errorf("deleting point %s: %w", code, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("point %q: %w", code, ErrNotFound)
-	}
-	return nil
+	return t.execOne(ctx, "deleting", "point", code, `DELETE FROM catchment_points WHERE code = $1`, code)
 }
 
 // DeviceForUpdate returns the device with id, locked until the transaction
@@ -332,26 +317,26 @@ func (t Tx) InsertDevice(ctx context.Context, d Device) error {
 // UpdateDevice overwrites the device d.ID with d; ErrNotFound when it does
 // not exist.
 func (t Tx) UpdateDevice(ctx context.Context, d Device) error {
-	tag, err := t.tx.Exec(ctx, `UPDATE devices SET point = $2, provider = NULLIF($3, ''), active = $4, updated_at = now()
+	return t.execOne(ctx, "updating", "device", d.ID, `UPDATE devices SET point = $2, provider = NULLIF($3, ''), active = $4, updated_at = now()
 		WHERE id = $1`, d.ID, d.Point, d.Provider, d.Active)
-	if err != nil {
-		return fmt.Errorf("updating device %s: %w", d.ID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("device %q: %w", d.ID, ErrNotFound)
-	}
-	return nil
 }
 
 // DeleteDevice removes the device with id; ErrNotFound when it does not
 // exist.
 func (t Tx) DeleteDevice(ctx context.Context, id string) error {
-	tag, err := t.tx.Exec(ctx, `DELETE FROM devices WHERE id = $1`, id)
+	return t.execOne(ctx, "deleting", "device", id, `DELETE FROM devices WHERE id = $1`, id)
+}
+
+// execOne runs a statement that must touch exactly one row of kind
+// ("point", "device") id: ErrNotFound when it touched none. doing
+// ("updating") words the error.
+func (t Tx) execOne(ctx context.Context, doing, kind, id, sql string, args ...any) error {
+	tag, err := t.tx.Exec(ctx, sql, args...)
 	if err != nil {
-		return fmt.Errorf("deleting device %s: %w", id, err)
+		return fmt.Errorf("%s %s %s: %w", doing, kind, id, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("device %q: %w", id, ErrNotFound)
+		return fmt.Errorf("%s %q: %w", kind, id, ErrNotFound)
 	}
 	return nil
 }
