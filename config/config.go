@@ -38,6 +38,11 @@ type Config struct {
 	Aggregate      Aggregate      `yaml:"aggregate"`
 	Rollups        Rollups        `yaml:"rollups"`
 	API            API            `yaml:"api"`
+	Compliance     Compliance     `yaml:"compliance"`
+	Submit         Submit         `yaml:"submit"`
+	Alert          Alert          `yaml:"alert"`
+	Notify         Notify         `yaml:"notify"`
+	Scheduler      Scheduler      `yaml:"scheduler"`
 }
 
 // Log configures the structured logger.
@@ -367,7 +372,12 @@ func Default() Config {
 			ValueMode:        "instant",
 		},
 		Rollups: Rollups{DayTimezone: "America/Santiago", RefreshDelay: Duration(5 * time.Second)},
-		API:     API{MaxRange: Duration(744 * time.Hour), DefaultPageSize: 1000, MaxPageSize: 50000},
+		API:        API{MaxRange: Duration(744 * time.Hour), DefaultPageSize: 1000, MaxPageSize: 50000},
+		Compliance: defaultCompliance(),
+		Submit:     defaultSubmit(),
+		Alert:      defaultAlert(),
+		Notify:     defaultNotify(),
+		Scheduler:  defaultScheduler(),
 	}
 }
 
@@ -392,6 +402,11 @@ func (c *Config) Validate() error {
 	}
 	c.Rollups.validate(&p)
 	c.API.validate(&p)
+	c.Compliance.validate(&p)
+	c.Submit.validate(&p)
+	c.Alert.validate(&p)
+	c.Notify.validate(&p)
+	c.Scheduler.validate(&p)
 	return p.err()
 }
 
