@@ -371,7 +371,7 @@ func Default() Config {
 			ExpectedInterval: Duration(time.Minute),
 			ValueMode:        "instant",
 		},
-		Rollups: Rollups{DayTimezone: "America/Santiago", RefreshDelay: Duration(5 * time.Second)},
+		Rollups:    Rollups{DayTimezone: "America/Santiago", RefreshDelay: Duration(5 * time.Second)},
 		API:        API{MaxRange: Duration(744 * time.Hour), DefaultPageSize: 1000, MaxPageSize: 50000},
 		Compliance: defaultCompliance(),
 		Submit:     defaultSubmit(),
