@@ -1,7 +1,5 @@
 package config
 
-import "time"
-
 // Compliance configures what the compliance sources and configs share: the
 // key that encrypts the regulators' credentials stored in
 // compliance_configs.
@@ -18,17 +16,3 @@ func defaultCompliance() Compliance { return Compliance{} }
 
 func (c Compliance) validate(p *problems) {}
 
-// Submit configures the compliance.records -> regulators stage.
-type Submit struct {
-	// PollInterval is how often the submitter looks for due slots when
-	// nothing woke it. Default 5s.
-	PollInterval Duration `yaml:"poll_interval"`
-}
-
-func defaultSubmit() Submit {
-	return Submit{PollInterval: Duration(5 * time.Second)}
-}
-
-func (s Submit) validate(p *problems) {
-	p.positive("submit.poll_interval", s.PollInterval)
-}
