@@ -15,4 +15,3 @@ type Compliance struct {
 func defaultCompliance() Compliance { return Compliance{} }
 
 func (c Compliance) validate(p *problems) {}
-
