@@ -25,6 +25,11 @@ type Config struct {
 	// Rate is readings per device per second; 0 publishes as fast as the
 	// broker takes them (Count is then required). The CLI's default is 1.
 	Rate float64
+	// Step is the event-time spacing of a device's readings; zero means
+	// 1/Rate (1s when Rate is 0). With Rate 0 a fleet publishes hours of
+	// history in seconds: Step 1m and Count 1500 are a day of one-minute
+	// readings.
+	Step time.Duration
 	// Count is readings per device; 0 with Duration 0 means until ctx ends.
 	Count int
 	// Duration stops publishing after this long; 0 means no limit.
@@ -37,8 +42,7 @@ type Config struct {
 	// QoS of the publishes, 0 or 1. Default 1.
 	QoS byte
 	// Start is the event time of every device's first reading; zero means
-	// the moment Run starts. Each next reading is 1/Rate later (1s when Rate
-	// is 0).
+	// the moment Run starts. Each next reading is Step later.
 	Start time.Time
 	// Concurrency is the number of publishes in flight. Default 64.
 	Concurrency int
@@ -126,6 +130,8 @@ func New(cfg Config) (*Fleet, error) {
 		return nil, fmt.Errorf("devices must be positive; got %d", cfg.Devices)
 	case cfg.Rate < 0:
 		return nil, fmt.Errorf("rate must not be negative; got %g", cfg.Rate)
+	case cfg.Step < 0:
+		return nil, fmt.Errorf("step must not be negative; got %s", cfg.Step)
 	case cfg.Rate == 0 && cfg.Count == 0:
 		return nil, errors.New("rate 0 (as fast as possible) needs a count")
 	case cfg.QoS > 1:
@@ -195,7 +201,11 @@ func (f *Fleet) Devices() []string {
 	return out
 }
 
+// interval is the event-time spacing of a device's readings.
 func (f *Fleet) interval() time.Duration {
+	if f.cfg.Step > 0 {
+		return f.cfg.Step
+	}
 	if f.cfg.Rate == 0 {
 		return time.Second
 	}
@@ -285,13 +295,17 @@ func (f *Fleet) Run(ctx context.Context, pub Publisher) (Stats, error) {
 		})
 	}
 	step := f.interval()
+	pace := time.Second
+	if f.cfg.Rate > 0 {
+		pace = time.Duration(float64(time.Second) / f.cfg.Rate)
+	}
 	burst := f.cfg.Faults.BurstEvery
 	var held []Message
 	for n := 0; f.cfg.Count == 0 || n < f.cfg.Count; n++ {
 		if f.cfg.Rate > 0 {
 			// Pace on wall time: reading n of every device is due at
-			// began + n*step.
-			wait := time.Until(began.Add(time.Duration(n) * step))
+			// began + n/Rate.
+			wait := time.Until(began.Add(time.Duration(n) * pace))
 			if wait > 0 {
 				t := time.NewTimer(wait)
 				select {

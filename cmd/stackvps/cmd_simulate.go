@@ -27,6 +27,7 @@ func simulateCommand() *command {
 			var sc simulate.Config
 			fs.IntVar(&sc.Devices, "devices", 50, "number of devices")
 			fs.Float64Var(&sc.Rate, "rate", 1, "readings per device per second (0: as fast as possible, needs --count)")
+			fs.DurationVar(&sc.Step, "step", 0, "event-time spacing of a device's readings (default 1/rate; with --rate 0 and --start in the past, publishes history fast)")
 			fs.IntVar(&sc.Count, "count", 0, "readings per device, then stop (0: no limit)")
 			fs.DurationVar(&sc.Duration, "duration", 0, "stop after this long (0: no limit)")
 			formats := fs.String("formats", "", "comma-separated provider formats (default all): acme-registers, generic-json, lorawan-ttn")
