@@ -107,8 +107,8 @@ func TestFormatTimes(t *testing.T) {
 func dgaSlot() compliance.Slot {
 	return compliance.Slot{
 		ID: 1, Point: "well-1", At: utc("2026-06-11T17:00:00Z"),
-		Values: compliance.Values{Flow: f(15.314), Totalizer: f(1010.9), Level: f(9.85)},
-		Params: compliance.Params{WorkCode: "OB-0602-7", CompanyRUT: "77555666-8", InformantRUT: "20999888-2", Standard: "mayor"},
+		Values:      compliance.Values{Flow: f(15.314), Totalizer: f(1010.9), Level: f(9.85)},
+		Params:      compliance.Params{WorkCode: "OB-0602-7", CompanyRUT: "77555666-8", InformantRUT: "20999888-2", Standard: "mayor"},
 		Credentials: compliance.Credentials{Password: "clave-informante"},
 	}
 }
