@@ -135,7 +135,7 @@ func TestDGAFormat(t *testing.T) {
 		{name: "no measurement", edit: func(*measurement) {},
 			body: `{"autenticacion":{"password":"p","rutEmpresa":"77555666-8","rutUsuario":"20999888-2"}}`, field: "medicionSubterranea"},
 		{name: "wrong measurement object", edit: func(*measurement) {},
-			body: `{"autenticacion":{"password":"p","rutEmpresa":"77555666-8","rutUsuario":"20999888-2"},"medicionSuperficialFlujometro":{}}`,
+			body:  `{"autenticacion":{"password":"p","rutEmpresa":"77555666-8","rutUsuario":"20999888-2"},"medicionSuperficialFlujometro":{}}`,
 			field: "medicionSubterranea"},
 	}
 	for _, c := range cases {

@@ -115,34 +115,34 @@ type Config struct {
 // Validate reports the first problem of c, naming the field.
 func (c Config) Validate() error {
 	if c.TokenTTL < 0 {
-		return fmt.Errorf("TokenTTL: must be >= 0; got %s", c.TokenTTL)
+		return fmt.Errorf("config.TokenTTL: must be >= 0; got %s", c.TokenTTL)
 	}
 	if c.MinInterval < 0 {
-		return fmt.Errorf("MinInterval: must be >= 0; got %s", c.MinInterval)
+		return fmt.Errorf("config.MinInterval: must be >= 0; got %s", c.MinInterval)
 	}
 	if c.MaxRequests < 0 {
-		return fmt.Errorf("MaxRequests: must be >= 0; got %d", c.MaxRequests)
+		return fmt.Errorf("config.MaxRequests: must be >= 0; got %d", c.MaxRequests)
 	}
 	switch c.SMADuplicates {
 	case "", DuplicateIdempotent, DuplicateAccept, DuplicateReject:
 	default:
-		return fmt.Errorf("SMADuplicates: unknown mode %q", c.SMADuplicates)
+		return fmt.Errorf("config.SMADuplicates: unknown mode %q", c.SMADuplicates)
 	}
 	seen := map[string]bool{}
 	for _, p := range c.SMAParameters {
 		if p == "" || seen[p] {
-			return fmt.Errorf("SMAParameters: empty or repeated name %q", p)
+			return fmt.Errorf("config.SMAParameters: empty or repeated name %q", p)
 		}
 		seen[p] = true
 	}
 	for code := range c.Obras {
 		if !obraRE.MatchString(code) {
-			return fmt.Errorf("Obras: codigoObra %q does not match %s", code, obraRE)
+			return fmt.Errorf("config.Obras: codigoObra %q does not match %s", code, obraRE)
 		}
 	}
 	for i, f := range c.Faults {
 		if err := f.Validate(); err != nil {
-			return fmt.Errorf("Faults[%d]: %w", i, err)
+			return fmt.Errorf("config.Faults[%d]: %w", i, err)
 		}
 	}
 	return nil
@@ -687,7 +687,7 @@ func (x *exchange) reply(status int, outcome string, body any, receipt string) {
 		}
 		if x.fault.Kind == FaultHang || gone {
 			final := "hung"
-			if gone {
+			if x.fault.Kind == FaultSlow {
 				final = "client_gone"
 			}
 			x.finish(0, final, string(b), receipt)
