@@ -74,13 +74,13 @@ type ConfigFilter struct {
 // configAudit is a config's state in the audit log: never the
 // credentials, only whether there are some.
 type configAudit struct {
-	ID          int64
-	Point       string
-	Source      string
+	ID          int64             `json:"id"`
+	Point       string            `json:"point"`
+	Source      string            `json:"source"`
 	Config      compliance.Params `json:"config"`
 	Credentials string            `json:"credentials"`
-	StartDate   string
-	EndDate     *string
+	StartDate   string            `json:"start_date"`
+	EndDate     *string           `json:"end_date"`
 }
 
 func (c Config) audit() configAudit {
@@ -325,20 +325,21 @@ func (s *Store) UpdateConfig(ctx context.Context, actor Actor, id int64, u Confi
 		if err != nil {
 			return nil, fmt.Errorf("encoding config params: %w", err)
 		}
-		credSQL := "credentials"
+		credMode := 0 // keep
 		var sealed []byte
 		switch {
 		case u.Credentials != nil:
 			if sealed, err = s.seal(u.Credentials); err != nil {
 				return nil, err
 			}
-			credSQL = "$5"
+			credMode = 1 // replace
 		case u.ClearCredentials:
-			credSQL = "NULL"
+			credMode = 2 // remove
 		}
 		out, err = scanConfig(tx.QueryRow(ctx, `UPDATE compliance_configs SET config = $2::jsonb, start_date = $3::date,
-			end_date = $4::date, credentials = `+credSQL+`, updated_at = now() WHERE id = $1 RETURNING `+configColumns,
-			id, string(pj), dateArg(&start), dateArg(end), sealed))
+			end_date = $4::date, credentials = CASE $6::int WHEN 1 THEN $5::bytea WHEN 2 THEN NULL ELSE credentials END,
+			updated_at = now() WHERE id = $1 RETURNING `+configColumns,
+			id, string(pj), dateArg(&start), dateArg(end), sealed, credMode))
 		if err != nil {
 			return nil, fmt.Errorf("updating %s: %w", configWhat(id), err)
 		}
