@@ -6,14 +6,50 @@ import "time"
 // rules).
 type Alert struct {
 	// EvaluateInterval is how often time-based rules (data gap, compliance
-	// slots) are evaluated. Default 30s.
+	// slots) are evaluated, rules and open alerts are reloaded from the
+	// database, and the outbox of alert events is produced again. Default
+	// 30s.
 	EvaluateInterval Duration `yaml:"evaluate_interval"`
+	// RenotifyInterval is how long an open, unacknowledged alert that is
+	// still firing waits before it is notified again, for rules without a
+	// renotify_interval of their own. Default 6h.
+	RenotifyInterval Duration `yaml:"renotify_interval"`
+	// IdleAfter is how long an input partition must have yielded no record,
+	// while the stage polls, to count as caught up: its data gaps are then
+	// judged on the processing clock instead of the arrival clock. Default
+	// 10s.
+	IdleAfter Duration `yaml:"idle_after"`
+	// LagTolerance is how long the latest record consumed from a partition
+	// may have waited in Kafka (processing time minus its timestamp) with
+	// the partition still counted as caught up; beyond it the partition is
+	// lagging and its data gaps are not judged. Default 1m.
+	LagTolerance Duration `yaml:"lag_tolerance"`
+	// ComplianceMissingAfter is how long after its instant a compliance
+	// slot without data is "missing" for compliance_missing rules without
+	// params.after. Default 6h (as submit.missing_after).
+	ComplianceMissingAfter Duration `yaml:"compliance_missing_after"`
+	// ProduceTimeout bounds waiting for Kafka to acknowledge the
+	// notifications of one batch of alert events; what is not acknowledged
+	// stays in the outbox and is produced again. Default 30s.
+	ProduceTimeout Duration `yaml:"produce_timeout"`
 }
 
 func defaultAlert() Alert {
-	return Alert{EvaluateInterval: Duration(30 * time.Second)}
+	return Alert{
+		EvaluateInterval:       Duration(30 * time.Second),
+		RenotifyInterval:       Duration(6 * time.Hour),
+		IdleAfter:              Duration(10 * time.Second),
+		LagTolerance:           Duration(time.Minute),
+		ComplianceMissingAfter: Duration(6 * time.Hour),
+		ProduceTimeout:         Duration(30 * time.Second),
+	}
 }
 
 func (a Alert) validate(p *problems) {
 	p.positive("alert.evaluate_interval", a.EvaluateInterval)
+	p.positive("alert.renotify_interval", a.RenotifyInterval)
+	p.positive("alert.idle_after", a.IdleAfter)
+	p.positive("alert.lag_tolerance", a.LagTolerance)
+	p.positive("alert.compliance_missing_after", a.ComplianceMissingAfter)
+	p.positive("alert.produce_timeout", a.ProduceTimeout)
 }
