@@ -36,7 +36,42 @@ type Compliance struct {
 	// must give at least protocol, endpoint and variables. Default: none
 	// (the built-ins as package compliance documents them). The environment
 	// cannot set it; use the file.
-	Sources map[string]SourceConfig `yaml:"sources"`
+	Sources SourceConfigs `yaml:"sources"`
+}
+
+// SourceConfigs are compliance sources by code.
+type SourceConfigs map[string]SourceConfig
+
+// UnmarshalYAML decodes every source strictly, reporting every unknown or
+// badly typed key of every source with its code ("dga-x.endpont: unknown
+// key").
+func (m *SourceConfigs) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("must be a mapping of source codes to sources (line %d)", n.Line)
+	}
+	out := SourceConfigs{}
+	var errs []error
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		code := n.Content[i].Value
+		if _, dup := out[code]; dup {
+			errs = append(errs, fmt.Errorf("%s: is given twice (line %d)", code, n.Content[i].Line))
+			continue
+		}
+		sc, err := decodeSource(n.Content[i+1], code)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out[code] = sc
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	*m = out
+	return nil
 }
 
 // SourceConfig defines or overrides one compliance source. Every key is
@@ -87,16 +122,22 @@ type SourceConfig struct {
 // UnmarshalYAML decodes one source strictly: an unknown or misspelt key is
 // an error naming it, as everywhere else in the file.
 func (s *SourceConfig) UnmarshalYAML(n *yaml.Node) error {
+	sc, err := decodeSource(n, "")
+	if err != nil {
+		return err
+	}
+	*s = sc
+	return nil
+}
+
+func decodeSource(n *yaml.Node, path string) (SourceConfig, error) {
+	type plain SourceConfig // the same keys, without UnmarshalYAML
 	var errs []error
-	var out SourceConfig
-	strictyaml.Decode(n, reflect.ValueOf(&out).Elem(), "", strictyaml.Options{}, func(key, format string, args ...any) {
+	var out plain
+	strictyaml.Decode(n, reflect.ValueOf(&out).Elem(), path, strictyaml.Options{}, func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	})
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	*s = out
-	return nil
+	return SourceConfig(out), errors.Join(errs...)
 }
 
 // ComplianceProtocols are the protocols a compliance source may use.
@@ -108,7 +149,7 @@ var ComplianceVariables = []string{"flow", "totalizer", "level"}
 var sourceCode = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
 func defaultCompliance() Compliance {
-	return Compliance{Sources: map[string]SourceConfig{}}
+	return Compliance{Sources: SourceConfigs{}}
 }
 
 func (c Compliance) validate(p *problems) {
