@@ -48,6 +48,7 @@ func commands() []*command {
 		simulateCommand(),
 		configCommand(),
 		adminCommand(),
+		regulatorCommand(),
 	}
 }
 
