@@ -61,6 +61,11 @@ func TestBuiltinSources(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []compliance.SMAParameter{{Variable: "flow", Name: "Q", Unit: "l/s"}, {Variable: "totalizer", Name: "VA", Unit: "m3"}}, sst.Parameters)
 
+	var codes []string
+	for _, s := range compliance.BuiltinSources() {
+		codes = append(codes, s.Code)
+	}
+	require.ElementsMatch(t, config.ComplianceBuiltinSources, codes, "config knows the built-in codes")
 	for _, s := range srcs {
 		require.NoError(t, s.Validate(), s.Code)
 		require.True(t, json.Valid(s.Schema))
@@ -196,6 +201,7 @@ func TestConfigSourcesFromYAML(t *testing.T) {
 `), 0o600))
 	_, err = config.Load(f, nil)
 	require.Error(t, err)
+	require.Contains(t, err.Error(), "compliance.sources.Bad_Code.variables: is required")
 	for _, w := range []string{"compliance.sources.Bad_Code: a source code", "compliance.sources.Bad_Code.protocol", "compliance.sources.Bad_Code.endpoint", "compliance.sources.Bad_Code.time_zone", "compliance.sources.Bad_Code.min_interval"} {
 		require.Contains(t, err.Error(), w)
 	}

@@ -140,6 +140,11 @@ func decodeSource(n *yaml.Node, path string) (SourceConfig, error) {
 	return SourceConfig(out), errors.Join(errs...)
 }
 
+// ComplianceBuiltinSources are the codes of the sources package compliance
+// builds in; an entry of compliance.sources with another code defines a new
+// source.
+var ComplianceBuiltinSources = []string{"dga-subterraneas", "dga-superficiales-flujometro", "sma"}
+
 // ComplianceProtocols are the protocols a compliance source may use.
 var ComplianceProtocols = []string{"dga-mee", "sma-registros"}
 
@@ -166,6 +171,17 @@ func (c Compliance) validate(p *problems) {
 func (s SourceConfig) validate(p *problems, key, code string) {
 	if !sourceCode.MatchString(code) {
 		p.addf(key, "a source code must be lower case letters, digits, '-' and '_'")
+	}
+	if !slices.Contains(ComplianceBuiltinSources, code) {
+		for _, req := range []struct {
+			name  string
+			empty bool
+		}{{"protocol", s.Protocol == ""}, {"endpoint", s.Endpoint == ""}, {"variables", len(s.Variables) == 0},
+			{"schema", s.Schema == "" && s.SchemaFile == ""}} {
+			if req.empty {
+				p.addf(key+"."+req.name, "is required for a source that is not built in (%v)", ComplianceBuiltinSources)
+			}
+		}
 	}
 	if s.Protocol != "" && !slices.Contains(ComplianceProtocols, s.Protocol) {
 		p.addf(key+".protocol", "must be one of %v; got %q", ComplianceProtocols, s.Protocol)
