@@ -120,6 +120,9 @@ type Deps struct {
 	// Now is the clock for received-at and default time ranges; time.Now
 	// when nil.
 	Now func() time.Time
+	// Inbox serves the caller's in-app notifications (/notifications/);
+	// nil answers them 503. See NewInboxStore.
+	Inbox Inbox
 }
 
 // API is the query API. Create it with New, mount Handler under /api on the
@@ -258,6 +261,9 @@ func (a *API) routes() []route {
 		{http.MethodPost, "/points/{code}/devices/", a.handleAddDevice, opAddDevice},
 		{http.MethodPatch, "/devices/{id}/", a.handleUpdateDevice, opUpdateDevice},
 		{http.MethodDelete, "/devices/{id}/", a.handleRemoveDevice, opRemoveDevice},
+		{http.MethodGet, "/notifications/", a.handleListInbox, opListInbox},
+		{http.MethodPost, "/notifications/read-all/", a.handleReadAllInbox, opReadAllInbox},
+		{http.MethodPost, "/notifications/{id}/read/", a.handleReadInbox, opReadInbox},
 	}
 }
 
