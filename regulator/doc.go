@@ -83,6 +83,40 @@
 // minimum interval between the submissions of one Centro de Control (DGA
 // rutEmpresa, SMA usuario), answering 429 with Retry-After.
 //
+// # Admin API
+//
+//	GET    /_admin/healthz         200 "ok"
+//	POST   /_admin/faults          body: a Fault or an array of them; appended; answers FaultsReport
+//	GET    /_admin/faults          FaultsReport {"faults":[{"id","fault":{...},"fired","remaining"}]}
+//	DELETE /_admin/faults          clears them; FaultsReport with "cleared"
+//	GET    /_admin/accepted        AcceptedReport {"accepted","requests","slots":[Slot],"violations":[Slot]}
+//	GET    /_admin/requests        RequestsReport {"requests":[Request],"dropped","last"}; ?since=SEQ
+//	POST   /_admin/reset           forgets slots, requests, tokens, runtime registrations; restores Config.Faults
+//	POST   /_admin/obras           body {"OB-0602-7":{"rut_empresa","rut_usuario","password"}}
+//	POST   /_admin/sma-users       body {"usuario":"password"}
+//	POST   /_admin/tokens/expire   expires every SMA token: {"expired":N}
+//
+// Admin requests are neither logged nor subject to faults. A Slot in JSON:
+//
+//	{"api":"dga","key":"OB-0602-7|2026-06-11|13:00:00","requests":2,"accepted":1,"duplicates":1,
+//	 "receipts":["ZMmrvqSV12WE5aKz5WJxkCOyu13h5pha"],"first_accepted_at":"...","data":{...}}
+//
+// # Use
+//
+// In a Go test:
+//
+//	reg := regulator.New(regulator.Config{Faults: []regulator.Fault{{Kind: regulator.FaultHang, Count: 1}}})
+//	ts := httptest.NewServer(reg.Handler())
+//	t.Cleanup(ts.Close)
+//	t.Cleanup(reg.Close) // runs first: releases hung requests so ts.Close does not wait for them
+//	// point the source's endpoint at ts.URL + "/api/v1/mediciones/subterraneas" (SMA: ts.URL + "/api/v1"), run, then
+//	require.Empty(t, reg.Violations()); require.Equal(t, 1, reg.Accepted()["OB-0602-7|2026-06-11|13:00:00"])
+//
+// From the command line (make demo, process tests), `stackvps regulator
+// --listen :9100 --faults '{"kind":"server_error","count":2}'` prints its
+// base URL and serves until SIGTERM; the admin API changes faults at run
+// time (curl -X POST localhost:9100/_admin/faults -d '{"kind":"hang","count":1}').
+//
 // # What is UNCONFIRMED
 //
 // The real regulators' behaviour is only partly documented; this package

@@ -26,7 +26,9 @@ const (
 	FaultSlow FaultKind = "slow"
 	// FaultHang processes the request, then never answers: the handler
 	// waits until the client gives up, the Server is closed or Delay (when
-	// set) passes, and then drops the connection without a response.
+	// set) passes, and then drops the connection without a response (by
+	// panicking with http.ErrAbortHandler, so it needs a real http.Server,
+	// not an httptest.ResponseRecorder).
 	FaultHang FaultKind = "hang"
 	// FaultTokenExpiry expires every SMA token when it fires; the request
 	// carrying one then answers 401 like any request with an expired token.

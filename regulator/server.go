@@ -176,14 +176,16 @@ type Slot struct {
 // Request is one request as the regulator recorded it. Passwords in the
 // body and the Authorization token are replaced by "****".
 type Request struct {
-	Seq      int64             `json:"seq"`
-	At       time.Time         `json:"at"`
-	Endpoint Endpoint          `json:"endpoint"`
-	Method   string            `json:"method"`
-	Path     string            `json:"path"`
-	Query    string            `json:"query,omitempty"`
-	Header   map[string]string `json:"header"`
-	Body     string            `json:"body"`
+	Seq      int64     `json:"seq"`
+	At       time.Time `json:"at"`
+	Endpoint Endpoint  `json:"endpoint"`
+	Method   string    `json:"method"`
+	Path     string    `json:"path"`
+	Query    string    `json:"query,omitempty"`
+	// Header holds the first value of each header, keys in Go's canonical
+	// form ("Codigoobra", "Timestamporigen").
+	Header map[string]string `json:"header"`
+	Body   string            `json:"body"`
 	// Keys are the slot keys the request names.
 	Keys []string `json:"keys,omitempty"`
 	// Fault is the fault that fired on it.

@@ -162,8 +162,9 @@ func (s *Server) storeSMA(recs []smaRecord, forceDup bool) (string, int, string)
 			return strings.Join(dups, ","), http.StatusBadRequest, "duplicate"
 		}
 	}
-	id := s.randomLocked(8, "0123456789abcdef") + "-" + s.randomLocked(4, "0123456789abcdef") + "-" +
-		s.randomLocked(4, "0123456789abcdef") + "-" + s.randomLocked(12, "0123456789abcdef")
+	const hex = "0123456789abcdef"
+	id := s.randomLocked(8, hex) + "-" + s.randomLocked(4, hex) + "-" + s.randomLocked(4, hex) + "-" +
+		s.randomLocked(4, hex) + "-" + s.randomLocked(12, hex)
 	stored, original := false, ""
 	for _, rec := range recs {
 		st := s.slotLocked("sma", rec.key)

@@ -31,7 +31,7 @@ func TestSMAAcceptAndDuplicate(t *testing.T) {
 	st, a := reg.postSMA(t, tok, "123", "4", body)
 	require.Equal(t, http.StatusCreated, st)
 	require.Equal(t, "ok", a.Mensaje)
-	require.NotEmpty(t, a.IDVerificacion)
+	require.Regexp(t, `^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`, a.IDVerificacion)
 
 	// Repeated: idempotent, the original IdVerificacion, no new acceptance.
 	st, again := reg.postSMA(t, tok, "123", "4", smaBody("12180", estampa, "VA=1", "Q=1"))
