@@ -48,6 +48,7 @@ func stageDefs() []stageDef {
 		{name: "normalize", summary: "telemetry.raw -> telemetry.readings (providers, units, quality)", build: buildNormalize},
 		{name: "sink", summary: "telemetry.readings -> readings table (exactly once)", build: buildSink},
 		{name: "aggregate", summary: "telemetry.readings -> compliance.records (hourly windows, per-device watermarks)", build: buildAggregate},
+		{name: "notify", summary: "notifications -> people (email, SMS, signed webhooks, in-app inbox)", build: buildNotify},
 		{name: "api", summary: "query API under /api on http.listen (data, latest, points, owners, ingest)", build: buildAPI},
 	}
 }
@@ -367,7 +368,7 @@ func buildAPI(ctx context.Context, a *app) (runner, error) {
 		DrainTimeout: a.cfg.Pipeline.ShutdownTimeout.Std(),
 	}, query.Deps{
 		Pool: pool, Accounts: accounts.New(pool), Producer: prod, Providers: reg,
-		Registerer: a.reg, Log: a.log.With("stage", "api"),
+		Registerer: a.reg, Log: a.log.With("stage", "api"), Inbox: query.NewInboxStore(pool),
 	})
 	if err != nil {
 		prod.Close()
