@@ -26,11 +26,13 @@ const (
 	msgNotFound        = "No existe un registro con ese comprobante para la obra"
 )
 
-// DGA status codes ("00" success; the others are stubs, UNCONFIRMED).
+// DGA status codes: "00" success; the others are stubs (UNCONFIRMED).
 const (
-	statusOK       = "00"
+	statusOK = "00"
+	// statusRejected is a business rejection: duplicate, informant, reject.
 	statusRejected = "01"
-	statusFormat   = "99"
+	// statusFormat is a format error, and the body of a 5xx or 429.
+	statusFormat = "99"
 )
 
 // measurementKind is the DGA endpoint: which measurement object the body
@@ -101,7 +103,7 @@ func (s *Server) dgaSubmit(kind measurementKind) http.HandlerFunc {
 			keys = []string{key}
 		}
 		if wait := x.admit(EndpointDGA, "dga", keys, key, rawString(auth["rutEmpresa"])); wait > 0 {
-			x.rateLimited(wait, dgaError(statusRejected))
+			x.rateLimited(wait, dgaError(statusFormat))
 			return
 		}
 		if x.preFault(dgaError(statusFormat)) {

@@ -637,8 +637,9 @@ func (s *Server) slotLocked(api, key string) *slotState {
 // faultIs reports whether the fault that fired is kind.
 func (x *exchange) faultIs(kind FaultKind) bool { return x.fault != nil && x.fault.Kind == kind }
 
-// preFault answers the faults that act before accepting; it reports whether
-// it answered. msgKey is the message field of the API's error bodies.
+// preFault answers the faults that act before accepting (server_error,
+// rate_limit); it reports whether it answered. errBody builds the API's
+// error body from a message.
 func (x *exchange) preFault(errBody func(msg string) any) bool {
 	switch {
 	case x.faultIs(FaultServerError):
