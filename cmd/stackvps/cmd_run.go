@@ -48,6 +48,7 @@ func stageDefs() []stageDef {
 		{name: "normalize", summary: "telemetry.raw -> telemetry.readings (providers, units, quality)", build: buildNormalize},
 		{name: "sink", summary: "telemetry.readings -> readings table (exactly once)", build: buildSink},
 		{name: "aggregate", summary: "telemetry.readings -> compliance.records (hourly windows, per-device watermarks)", build: buildAggregate},
+		{name: "alert", summary: "telemetry.readings -> notifications (alert rules, lifecycle, outbox)", build: buildAlert},
 		{name: "notify", summary: "notifications -> people (email, SMS, signed webhooks, in-app inbox)", build: buildNotify},
 		{name: "api", summary: "query API under /api on http.listen (data, latest, points, owners, ingest)", build: buildAPI},
 	}
