@@ -1,0 +1,295 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackvps/stackvps/config"
+	"github.com/stackvps/stackvps/pipeline"
+	"github.com/stackvps/stackvps/sinks/timescale"
+	"github.com/stackvps/stackvps/stages/scheduler"
+)
+
+// childEnv carries a childConfig to a copy of the test binary that runs a
+// scheduler replica until it is killed.
+const childEnv = "STACKVPS_SCHEDULER_TEST_CHILD"
+
+type childConfig struct {
+	DatabaseURL string
+	Runner      string
+	Scheduler   config.Scheduler
+	// SlowFor is how long the "slow" job runs.
+	SlowFor time.Duration
+}
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		if err := childMain(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "scheduler child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func childMain(spec string) error {
+	var cc childConfig
+	if err := json.Unmarshal([]byte(spec), &cc); err != nil {
+		return fmt.Errorf("parsing %s: %w", childEnv, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	pool, err := pgxpool.New(ctx, cc.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, err := scheduler.New(scheduler.Config{Scheduler: cc.Scheduler, Runner: cc.Runner, Tick: 50 * time.Millisecond},
+		scheduler.Deps{Pool: pool, Jobs: tickJobs(pool, cc.Runner, cc.SlowFor), Registerer: prometheus.NewRegistry(), Log: log})
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+// tickJobs are the jobs of the replica tests: each run appends a row to
+// ticks, so a period run twice shows as two rows.
+func tickJobs(pool *pgxpool.Pool, runner string, slowFor time.Duration) *scheduler.Registry {
+	reg := scheduler.NewRegistry()
+	record := func(job string, d time.Duration) scheduler.Job {
+		return func(ctx context.Context, at time.Time) error {
+			if _, err := pool.Exec(ctx, `INSERT INTO ticks (job, scheduled_for, runner) VALUES ($1, $2, $3)`, job, at, runner); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+				return nil
+			}
+		}
+	}
+	_ = reg.Register("tick", record("tick", 100*time.Millisecond))
+	_ = reg.Register("slow", record("slow", slowFor))
+	return reg
+}
+
+const ticksDDL = `CREATE TABLE ticks (job text NOT NULL, scheduled_for timestamptz NOT NULL, runner text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`
+
+// fastScheduler is a scheduler section with short timings for tests.
+func fastScheduler(jobs map[string]config.SchedulerJob) config.Scheduler {
+	sc := config.Default().Scheduler
+	sc.LeaderCheck = config.Duration(300 * time.Millisecond)
+	sc.HeartbeatTimeout = config.Duration(2 * time.Second)
+	sc.RetryAfter = config.Duration(500 * time.Millisecond)
+	sc.Jobs = jobs
+	return sc
+}
+
+// migrate applies the migrations. When a migration of another change in
+// progress fails, the scheduler's own (0009) is applied alone so these
+// tests do not depend on unrelated work.
+func migrate(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := timescale.Migrate(ctx, pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		return
+	}
+	t.Logf("full migration failed (%v); applying 0009_scheduler alone", err)
+	migs, err := timescale.Migrations()
+	require.NoError(t, err)
+	var mode string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT mode FROM schema_migrations ORDER BY version LIMIT 1`).Scan(&mode))
+	for _, m := range migs {
+		if m.Version == 9 {
+			_, err := pool.Exec(ctx, m.SQL(timescale.Mode(mode)))
+			require.NoError(t, err)
+		}
+	}
+}
+
+// newPool opens another pool on the same database and schema.
+func newPool(t *testing.T, db config.Database) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), db.URL.Reveal())
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// replica is one in-process scheduler.
+type replica struct {
+	s      *scheduler.Scheduler
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startReplica(t *testing.T, pool *pgxpool.Pool, sc config.Scheduler, runner string, jobs *scheduler.Registry, now func() time.Time) *replica {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	s, err := scheduler.New(scheduler.Config{Scheduler: sc, Runner: runner, Tick: 50 * time.Millisecond},
+		scheduler.Deps{Pool: pool, Jobs: jobs, Registerer: reg, Log: testLogger(t), Now: now})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{s: s, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- s.Run(ctx) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *replica) stop() {
+	r.cancel()
+	<-r.done
+	r.done <- nil // later stops return at once
+}
+
+func (r *replica) leader() float64 {
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		return -1
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "stackvps_scheduler_leader" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+func (r *replica) runs(job, status string) float64 {
+	return testutil.ToFloat64(collector{r.reg, "stackvps_scheduler_runs_total", map[string]string{"job": job, "status": status}})
+}
+
+// collector picks one series of a gathered registry for testutil.
+type collector struct {
+	reg    *prometheus.Registry
+	name   string
+	labels map[string]string
+}
+
+func (c collector) Describe(chan<- *prometheus.Desc) {}
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	mfs, _ := c.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != c.name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := c.labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(c.name, "", nil, nil), prometheus.CounterValue, m.GetCounter().GetValue())
+			return
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(c.name, "", nil, nil), prometheus.CounterValue, 0)
+}
+
+// testLogger logs through t until the test ends, then drops.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(w.close)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct {
+	mu     sync.Mutex
+	t      *testing.T
+	closed bool
+	prefix string
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(w.prefix + strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+}
+
+// startChild runs a replica in a child process.
+func startChild(t *testing.T, cc childConfig) *exec.Cmd {
+	t.Helper()
+	spec, err := json.Marshal(cc)
+	require.NoError(t, err)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+	w := &testWriter{t: t, prefix: cc.Runner + ": "}
+	cmd.Stderr = w
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		w.close()
+	})
+	return cmd
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
+
+// captureProducer acknowledges every record at once and keeps them.
+type captureProducer struct {
+	mu   sync.Mutex
+	recs []pipeline.Record
+}
+
+func (p *captureProducer) Produce(_ context.Context, r pipeline.Record, ack func(error)) {
+	p.mu.Lock()
+	p.recs = append(p.recs, r)
+	p.mu.Unlock()
+	ack(nil)
+}
+
+func (p *captureProducer) records() []pipeline.Record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]pipeline.Record(nil), p.recs...)
+}
