@@ -51,6 +51,7 @@ func stageDefs() []stageDef {
 		{name: "alert", summary: "telemetry.readings -> notifications (alert rules, lifecycle, outbox)", build: buildAlert},
 		{name: "notify", summary: "notifications -> people (email, SMS, signed webhooks, in-app inbox)", build: buildNotify},
 		{name: "scheduler", summary: "daily compliance report, hourly health check, source sync (one leader by advisory lock)", build: buildScheduler},
+		{name: "scheduler", summary: "daily compliance report, hourly health check, source sync (one leader by advisory lock)", build: buildScheduler},
 		{name: "api", summary: "query API under /api on http.listen (data, latest, points, owners, ingest)", build: buildAPI},
 	}
 }
