@@ -49,8 +49,8 @@ func stageDefs() []stageDef {
 		{name: "sink", summary: "telemetry.readings -> readings table (exactly once)", build: buildSink},
 		{name: "aggregate", summary: "telemetry.readings -> compliance.records (hourly windows, per-device watermarks)", build: buildAggregate},
 		{name: "alert", summary: "telemetry.readings -> notifications (alert rules, lifecycle, outbox)", build: buildAlert},
+		{name: "submit", summary: "compliance.records -> regulators (slots, exactly-once submitter, one leader per source)", build: buildSubmit},
 		{name: "notify", summary: "notifications -> people (email, SMS, signed webhooks, in-app inbox)", build: buildNotify},
-		{name: "scheduler", summary: "daily compliance report, hourly health check, source sync (one leader by advisory lock)", build: buildScheduler},
 		{name: "scheduler", summary: "daily compliance report, hourly health check, source sync (one leader by advisory lock)", build: buildScheduler},
 		{name: "api", summary: "query API under /api on http.listen (data, latest, points, owners, ingest)", build: buildAPI},
 	}
