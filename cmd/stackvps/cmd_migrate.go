@@ -42,6 +42,9 @@ func migrateCommand() *command {
 						// compression, retention (the sink applies it too).
 						err = timescale.ApplyPolicies(ctx, pool, cfg.Rollups, log)
 					}
+					if err == nil {
+						err = syncComplianceSources(ctx, pool, cfg.Compliance)
+					}
 					pool.Close()
 					if err != nil {
 						return fmt.Errorf("migrating database: %w", err)

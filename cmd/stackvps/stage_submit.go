@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/stackvps/stackvps/compliance"
 	"github.com/stackvps/stackvps/compliance/store"
+	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/pipeline"
 	"github.com/stackvps/stackvps/schemas"
 	"github.com/stackvps/stackvps/sinks/timescale"
@@ -49,11 +53,7 @@ func buildSubmit(ctx context.Context, a *app) (runner, error) {
 	}
 	// The sources follow the configuration (endpoints, limits), as
 	// `stackvps migrate` leaves them.
-	srcs, err := compliance.Sources(a.cfg.Compliance)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.SyncSources(ctx, srcs); err != nil {
+	if err := syncComplianceSources(ctx, pool, a.cfg.Compliance); err != nil {
 		return nil, err
 	}
 	codec, err := schemas.NewComplianceRecordCodec(ctx, a.cfg.SchemaRegistry, a.cfg.Kafka.Topics.ComplianceRecords)
@@ -79,4 +79,18 @@ func buildSubmit(ctx context.Context, a *app) (runner, error) {
 		return nil, err
 	}
 	return together{stage, sub}, nil
+}
+
+// syncComplianceSources writes the configured compliance sources (the
+// built-ins merged with compliance.sources) to compliance_sources; `migrate`
+// runs it after the migrations, the submit stage at start.
+func syncComplianceSources(ctx context.Context, pool *pgxpool.Pool, cfg config.Compliance) error {
+	srcs, err := compliance.Sources(cfg)
+	if err != nil {
+		return err
+	}
+	if err := store.New(pool, nil).SyncSources(ctx, srcs); err != nil {
+		return fmt.Errorf("syncing compliance sources: %w", err)
+	}
+	return nil
 }

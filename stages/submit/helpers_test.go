@@ -265,3 +265,14 @@ func (e *env) outcomes(configID int64, at time.Time) []string {
 	require.NoError(e.t, rows.Err())
 	return out
 }
+
+var storeActor = store.SystemActor("test")
+
+// newMeanConfig is a DGA config of point reporting hourly means.
+func newMeanConfig(point string) store.NewConfig {
+	return store.NewConfig{Point: point, Source: compliance.SourceDGASubterraneas,
+		Params: compliance.Params{WorkCode: "OB-0602-9", CompanyRUT: rut("77555666"), InformantRUT: rut("20999888"),
+			Frequency: compliance.Hourly, ValueMode: compliance.ValueMean},
+		Credentials: &compliance.Credentials{Username: rut("20999888"), Password: "clave"},
+		StartDate:   time.Now().Add(-48 * time.Hour)}
+}

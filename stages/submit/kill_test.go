@@ -91,8 +91,13 @@ func TestKillIntegration(t *testing.T) {
 		e.fill(c1, at, values(i))
 		e.fill(c2, at, values(i+100))
 	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	const rounds = 15
+	// Slow enough that kills land in the middle of the backlog.
+	_, err := e.pool.Exec(e.ctx, `UPDATE compliance_sources SET min_interval = '30 milliseconds'`)
+	require.NoError(t, err)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	const rounds = 20
 	for n := range rounds {
 		cmd := startChild(t, e, n)
 		time.Sleep(time.Duration(100+rng.IntN(700)) * time.Millisecond)
