@@ -123,6 +123,9 @@ type Deps struct {
 	// Inbox serves the caller's in-app notifications (/notifications/);
 	// nil answers them 503. See NewInboxStore.
 	Inbox Inbox
+	// Alerts serves the alert rules and alerts (/alerts/); nil answers
+	// them 503. An *alerts.Store.
+	Alerts AlertStore
 }
 
 // API is the query API. Create it with New, mount Handler under /api on the
@@ -261,6 +264,13 @@ func (a *API) routes() []route {
 		{http.MethodPost, "/points/{code}/devices/", a.handleAddDevice, opAddDevice},
 		{http.MethodPatch, "/devices/{id}/", a.handleUpdateDevice, opUpdateDevice},
 		{http.MethodDelete, "/devices/{id}/", a.handleRemoveDevice, opRemoveDevice},
+		{http.MethodGet, "/alerts/rules/", a.handleListRules, opListRules},
+		{http.MethodPost, "/alerts/rules/", a.handleCreateRule, opCreateRule},
+		{http.MethodGet, "/alerts/rules/{id}/", a.handleGetRule, opGetRule},
+		{http.MethodPatch, "/alerts/rules/{id}/", a.handleUpdateRule, opUpdateRule},
+		{http.MethodDelete, "/alerts/rules/{id}/", a.handleDeleteRule, opDeleteRule},
+		{http.MethodGet, "/alerts/", a.handleListAlerts, opListAlerts},
+		{http.MethodPost, "/alerts/{id}/acknowledge/", a.handleAcknowledgeAlert, opAcknowledgeAlert},
 		{http.MethodGet, "/notifications/", a.handleListInbox, opListInbox},
 		{http.MethodPost, "/notifications/read-all/", a.handleReadAllInbox, opReadAllInbox},
 		{http.MethodPost, "/notifications/{id}/read/", a.handleReadInbox, opReadInbox},

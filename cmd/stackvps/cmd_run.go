@@ -372,6 +372,7 @@ func buildAPI(ctx context.Context, a *app) (runner, error) {
 	}, query.Deps{
 		Pool: pool, Accounts: accounts.New(pool), Producer: prod, Providers: reg,
 		Registerer: a.reg, Log: a.log.With("stage", "api"), Inbox: query.NewInboxStore(pool),
+		Alerts: alertAPIStore(pool),
 	})
 	if err != nil {
 		prod.Close()

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/stackvps/stackvps/accounts"
 	"github.com/stackvps/stackvps/alerts"
 	"github.com/stackvps/stackvps/pipeline"
+	"github.com/stackvps/stackvps/query"
 	"github.com/stackvps/stackvps/schemas"
 	"github.com/stackvps/stackvps/sinks/timescale"
 	"github.com/stackvps/stackvps/stages/alert"
@@ -56,4 +60,10 @@ func buildAlert(ctx context.Context, a *app) (runner, error) {
 		_ = prod.Flush(fctx)
 		prod.Close()
 	}}, nil
+}
+
+// alertAPIStore is the store behind the API's /api/alerts/ routes:
+// authorized by the accounts on pool and audited.
+func alertAPIStore(pool *pgxpool.Pool) query.AlertStore {
+	return alerts.NewStore(pool, accounts.New(pool))
 }
