@@ -100,6 +100,11 @@ type NotifyWebhook struct {
 	SigningSecret Secret `yaml:"signing_secret"`
 	// Timeout bounds one request. Default 10s.
 	Timeout Duration `yaml:"timeout"`
+	// AllowPrivateNetworks lets webhooks reach loopback, private,
+	// link-local and other non-public addresses. Users choose their
+	// webhook URLs, so by default they cannot make notify call services
+	// inside the operator's network. Default false.
+	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
 }
 
 // DefaultSMSBodyTemplate is the default notify.sms.body_template.

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"text/template"
 
 	"github.com/stackvps/stackvps/config"
@@ -65,7 +67,7 @@ func (s *SMS) Send(ctx context.Context, d Delivery) (string, error) {
 		return "", s.disabled
 	}
 	if d.Destination == "" {
-		return "", Permanent(fmt.Errorf("no phone number"))
+		return "", Permanent(errors.New("no phone number"))
 	}
 	var body bytes.Buffer
 	if err := s.tmpl.Execute(&body, SMSFields{To: d.Destination, From: s.cfg.Sender, Text: d.Body, Reference: d.NotificationID}); err != nil {
@@ -85,7 +87,12 @@ func (s *SMS) Send(ctx context.Context, d Delivery) (string, error) {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("posting to the SMS provider: %w", err)
+		// The endpoint may carry a key in its query: name only its host.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("posting to the SMS provider at %s: %w", req.URL.Host, err)
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

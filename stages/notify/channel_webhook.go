@@ -9,9 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -61,6 +65,9 @@ func NewWebhook(cfg config.NotifyWebhook, client *http.Client, now func() time.T
 	}
 	if w.client == nil {
 		w.client = noRedirectClient()
+		if !cfg.AllowPrivateNetworks {
+			w.client.Transport = publicOnlyTransport()
+		}
 	}
 	if w.now == nil {
 		w.now = time.Now
@@ -95,7 +102,16 @@ func (w *Webhook) Send(ctx context.Context, d Delivery) (string, error) {
 	req.Header.Set(HeaderSignature, Sign(w.secret, w.now(), d.Payload))
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("posting the webhook: %w", err)
+		// The URL may carry a token (many webhook URLs do): name only its
+		// host in errors, which end up in logs and last_error.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		if errors.Is(err, errNotPublic) {
+			return "", Permanent(fmt.Errorf("posting the webhook to %s: %w", req.URL.Host, err))
+		}
+		return "", fmt.Errorf("posting the webhook to %s: %w", req.URL.Host, err)
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
@@ -107,6 +123,38 @@ func (w *Webhook) Send(ctx context.Context, d Delivery) (string, error) {
 	}
 	return "", nil
 }
+
+// errNotPublic refuses a webhook to an address that is not public.
+var errNotPublic = errors.New("the address is not public (loopback, private, link-local...); notify.webhook.allow_private_networks is false")
+
+// publicOnlyTransport dials only public unicast addresses. The check runs
+// on the address actually dialled, after name resolution, so a name that
+// resolves to an internal address (DNS rebinding included) is refused too.
+func publicOnlyTransport() *http.Transport {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return err
+			}
+			ip, err := netip.ParseAddr(host)
+			if err != nil {
+				return fmt.Errorf("%w: %s", errNotPublic, host)
+			}
+			ip = ip.Unmap()
+			if !ip.IsGlobalUnicast() || ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() ||
+				cgnat.Contains(ip) || ip.IsUnspecified() {
+				return errNotPublic
+			}
+			return nil
+		}}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil // a proxy would dial on our behalf, unchecked
+	t.DialContext = d.DialContext
+	return t
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 // Sign returns the HeaderSignature value of body at t.
 func Sign(secret []byte, t time.Time, body []byte) string {

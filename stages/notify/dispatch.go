@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -207,7 +208,7 @@ func (n *Notifier) markSent(ctx context.Context, db dbExec, d Delivery, provider
 // permanent or the attempts are used up, else queued again after the
 // backoff (at least the receiver's Retry-After).
 func (n *Notifier) finish(ctx context.Context, log *slog.Logger, d Delivery, sendErr error) {
-	reason := truncate(sendErr.Error(), 1000)
+	reason := truncate(redact(sendErr.Error()), 1000)
 	if IsPermanent(sendErr) || d.Attempt >= n.cfg.MaxAttempts {
 		if !IsPermanent(sendErr) {
 			reason = fmt.Sprintf("gave up after %d attempts (notify.max_attempts): %s", d.Attempt, reason)
@@ -316,6 +317,19 @@ func (n *Notifier) countQueue(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+var (
+	emailPattern = regexp.MustCompile(`[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+\.[A-Za-z0-9.-]+)`)
+	phonePattern = regexp.MustCompile(`\+[1-9][0-9]{2,10}([0-9]{4})\b`)
+)
+
+// redact masks email addresses and phone numbers a receiver's answer may
+// quote, before the reason goes to logs and last_error: the domain and the
+// last four digits are enough to tell them apart.
+func redact(s string) string {
+	s = emailPattern.ReplaceAllString(s, "***@$1")
+	return phonePattern.ReplaceAllString(s, "+***$1")
 }
 
 func truncate(s string, limit int) string {

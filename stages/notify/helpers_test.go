@@ -109,6 +109,7 @@ func testConfig() config.Notify {
 	c.SMS.Timeout = config.Duration(2 * time.Second)
 	c.Webhook.Timeout = config.Duration(2 * time.Second)
 	c.Webhook.SigningSecret = testSecret
+	c.Webhook.AllowPrivateNetworks = true // the test servers listen on 127.0.0.1
 	c.Email.Security = "none"
 	c.Email.From = "Stack VPS <alertas@stackvps.example>"
 	return c

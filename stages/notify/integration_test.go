@@ -2,7 +2,9 @@ package notify_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime"
 	"mime/quotedprintable"
@@ -16,12 +18,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackvps/stackvps/accounts"
 	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/pipeline"
+	"github.com/stackvps/stackvps/query"
 	"github.com/stackvps/stackvps/stages/notify"
 )
 
@@ -256,6 +260,64 @@ func TestInAppIntegration(t *testing.T) {
 	require.Len(t, ms.messages(), 1)
 	require.Equal(t, []string{"root@example.cl"}, ms.messages()[0].To)
 	require.Len(t, e.deliveries(), 3, "in_app for the user; in_app and email for the administrator")
+
+	// The user reads the message through the API, and only theirs.
+	api := newInboxAPI(t, e)
+	tok, _, err := e.acc.CreateToken(e.ctx, e.sys, u, "test", 0)
+	require.NoError(t, err)
+	var page struct {
+		UnreadCount int `json:"unread_count"`
+		Results     []struct {
+			ID             int64   `json:"id"`
+			NotificationID string  `json:"notification_id"`
+			Title          string  `json:"title"`
+			ReadAt         *string `json:"read_at"`
+		} `json:"results"`
+	}
+	getJSON(t, api.URL+"/api/notifications/", tok, http.MethodGet, &page)
+	require.Equal(t, 1, page.UnreadCount)
+	require.Len(t, page.Results, 1)
+	require.Equal(t, "thr-inapp", page.Results[0].NotificationID)
+	require.Equal(t, "[CRÍTICO] Pozo Norte: caudal 12,5 L/s", page.Results[0].Title)
+	getJSON(t, fmt.Sprintf("%s/api/notifications/%d/read/", api.URL, page.Results[0].ID), tok, http.MethodPost, nil)
+	getJSON(t, api.URL+"/api/notifications/?unread=true", tok, http.MethodGet, &page)
+	require.Empty(t, page.Results)
+	require.Zero(t, page.UnreadCount)
+}
+
+// newInboxAPI serves the query API, with the inbox, on the env's database.
+func newInboxAPI(t *testing.T, e *env) *httptest.Server {
+	t.Helper()
+	api, err := query.New(query.Config{API: config.Default().API, RawTopic: "telemetry.raw"}, query.Deps{
+		Pool: e.pool, Accounts: e.acc, Producer: nopProducer{}, Registerer: prometheus.NewRegistry(),
+		Log: testLog(t), Inbox: query.NewInboxStore(e.pool)})
+	require.NoError(t, err)
+	r := chi.NewRouter()
+	r.Mount("/api", api.Handler())
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type nopProducer struct{}
+
+func (nopProducer) Produce(_ context.Context, _ pipeline.Record, ack func(error)) { ack(nil) }
+
+// getJSON sends a request with the token and decodes a 200 answer into out.
+func getJSON(t *testing.T, url, token, method string, out any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Token "+token)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode, "%s %s: %s", method, url, b)
+	if out != nil {
+		require.NoError(t, json.Unmarshal(b, out))
+	}
 }
 
 // TestSkipsIntegration: unknown users, users not subscribed to the type and

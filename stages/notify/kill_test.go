@@ -287,7 +287,15 @@ func TestKillMidSendIntegration(t *testing.T) {
 	rows := e.deliveries()
 	for ch, list := range ambiguous {
 		for _, id := range list {
-			require.Equal(t, 2, rows[[2]string{id, ch}].Attempts, "%s %s", ch, id)
+			if ch == "webhook" {
+				// Held by the receiver until after the kill: certainly
+				// unfinished, so sent again.
+				require.Equal(t, 2, rows[[2]string{id, ch}].Attempts, "%s %s", ch, id)
+			} else {
+				// A write already on its way to PostgreSQL when the
+				// process died may still commit after the look above.
+				require.LessOrEqual(t, rows[[2]string{id, ch}].Attempts, 2, "%s %s", ch, id)
+			}
 		}
 	}
 
