@@ -126,6 +126,9 @@ type Deps struct {
 	// Alerts serves the alert rules and alerts (/alerts/); nil answers
 	// them 503. An *alerts.Store.
 	Alerts AlertStore
+	// Compliance serves the compliance routes (/compliance/...), a
+	// *store.Store of package compliance/store; nil answers them 503.
+	Compliance ComplianceStore
 }
 
 // API is the query API. Create it with New, mount Handler under /api on the
@@ -274,6 +277,14 @@ func (a *API) routes() []route {
 		{http.MethodGet, "/notifications/", a.handleListInbox, opListInbox},
 		{http.MethodPost, "/notifications/read-all/", a.handleReadAllInbox, opReadAllInbox},
 		{http.MethodPost, "/notifications/{id}/read/", a.handleReadInbox, opReadInbox},
+		{http.MethodGet, "/compliance/sources/", a.handleListSources, opListSources},
+		{http.MethodGet, "/compliance/configs/", a.handleListConfigs, opListConfigs},
+		{http.MethodPost, "/compliance/configs/", a.handleCreateConfig, opCreateConfig},
+		{http.MethodGet, "/compliance/configs/{id}/", a.handleGetConfig, opGetConfig},
+		{http.MethodPatch, "/compliance/configs/{id}/", a.handleUpdateConfig, opUpdateConfig},
+		{http.MethodPost, "/compliance/configs/{id}/end/", a.handleEndConfig, opEndConfig},
+		{http.MethodGet, "/compliance/data/", a.handleListSlots, opListSlots},
+		{http.MethodPost, "/compliance/data/{id}/resubmit/", a.handleResubmit, opResubmit},
 	}
 }
 
