@@ -19,10 +19,11 @@ type Alert struct {
 	// judged on the processing clock instead of the arrival clock. Default
 	// 10s.
 	IdleAfter Duration `yaml:"idle_after"`
-	// LagTolerance is how long the latest record consumed from a partition
-	// may have waited in Kafka (processing time minus its timestamp) with
-	// the partition still counted as caught up; beyond it the partition is
-	// lagging and its data gaps are not judged. Default 1m.
+	// LagTolerance is how far a partition's arrival clock (the latest
+	// received_at consumed) may be behind the processing clock, while it
+	// still delivers records, with the partition counted as caught up;
+	// beyond it the partition is lagging and its data gaps are not judged.
+	// Default 1m.
 	LagTolerance Duration `yaml:"lag_tolerance"`
 	// ComplianceMissingAfter is how long after its instant a compliance
 	// slot without data is "missing" for compliance_missing rules without

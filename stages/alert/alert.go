@@ -342,10 +342,6 @@ func (e *Evaluator) Process(ctx context.Context, rec pipeline.Record) ([]pipelin
 		p.arrival = arrival
 	}
 	p.lastRecord = now
-	p.lastAge = 0
-	if !rec.Time.IsZero() {
-		p.lastAge = now.Sub(rec.Time)
-	}
 	e.mu.Lock()
 	delete(e.seeded, key)
 	e.mu.Unlock()

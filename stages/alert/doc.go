@@ -42,9 +42,12 @@
 // consumed, and each series (point, variable) the latest received_at of its
 // readings. Arrivals, not event times, so a device whose clock is wrong
 // does not cry wolf. At each evaluation, for each partition:
-//   - lagging: it yielded a record within alert.idle_after and that record
-//     had waited in Kafka (processing time minus its timestamp) longer than
-//     alert.lag_tolerance. Its gaps are not judged at all (counted in
+//   - lagging: it yielded a record within alert.idle_after and its arrival
+//     clock is more than alert.lag_tolerance behind the processing clock:
+//     the consumer lag in time, end to end (what it delivers was received
+//     that long ago; the lag of upstream stages counts too). Record
+//     timestamps are not used: normalize stamps readings with their event
+//     time. Its gaps are not judged at all (counted in
 //     stackvps_alert_gap_checks_skipped_total{reason="lagging"}); open gap
 //     alerts stay as they are.
 //   - caught up (idle): it yielded nothing for alert.idle_after while the
@@ -66,9 +69,11 @@
 // judged on the processing clock only when no partition lags, Kafka
 // answers and the stage has run for idle_after; the stored time is read
 // again before each judgement, so a replica that does not own the series
-// sees what the owner's sink stored. Upstream lag (normalize behind on
-// some raw partitions) is not visible here; the hourly health check reports
-// it.
+// sees what the owner's sink stored. Upstream lag is seen only when it
+// delays everything a partition delivers: when normalize lags on some raw
+// partitions only, the readings of the others keep the arrival clock fresh
+// and the delayed series may look silent (the hourly health check reports
+// that lag).
 //
 // # State and restarts
 //

@@ -119,8 +119,8 @@ func countRows(t *testing.T, e *env, sql string, args ...any) int {
 	return n
 }
 
-// TestDataGapIntegration: a gap is not judged while the stage lags (the
-// records it consumes waited in Kafka longer than lag_tolerance), even
+// TestDataGapIntegration: a gap is not judged while the stage lags (what
+// it consumes was received longer than lag_tolerance ago), even
 // though the processing clock says the sensor is silent; once the
 // partition is caught up the real gap fires, and the next reading resolves
 // it.

@@ -28,10 +28,7 @@ type partition struct {
 	arrival time.Time
 	// lastRecord is the processing time of the latest record consumed.
 	lastRecord time.Time
-	// lastAge is how long the latest record consumed had waited in Kafka
-	// (processing time minus its timestamp): the partition's lag in time.
-	lastAge time.Duration
-	series  map[seriesKey]*series
+	series     map[seriesKey]*series
 }
 
 type seriesKey struct{ point, variable string }
@@ -123,7 +120,10 @@ func (e *Evaluator) evaluateGaps(ctx context.Context) error {
 		for k := range p.series {
 			owned[k] = true
 		}
-		if !quiet && p.lastAge > tolerance {
+		// The consumer lag in time: how far what the partition delivers
+		// was received behind the processing clock, upstream stages'
+		// lag included.
+		if !quiet && now.Sub(p.arrival) > tolerance {
 			lagging = true
 			p.mu.Unlock()
 			e.met.gapSkipped.WithLabelValues("lagging").Inc()
