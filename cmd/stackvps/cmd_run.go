@@ -362,6 +362,10 @@ func buildAPI(ctx context.Context, a *app) (runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	compStore, err := a.complianceStore(ctx)
+	if err != nil {
+		return nil, err
+	}
 	prod, err := pipeline.NewProducer("api", a.pipelineDeps())
 	if err != nil {
 		return nil, err
@@ -372,7 +376,7 @@ func buildAPI(ctx context.Context, a *app) (runner, error) {
 	}, query.Deps{
 		Pool: pool, Accounts: accounts.New(pool), Producer: prod, Providers: reg,
 		Registerer: a.reg, Log: a.log.With("stage", "api"), Inbox: query.NewInboxStore(pool),
-		Alerts: alertAPIStore(pool),
+		Alerts: alertAPIStore(pool), Compliance: compStore,
 	})
 	if err != nil {
 		prod.Close()
