@@ -3,7 +3,6 @@ package submit
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,37 +14,68 @@ import (
 )
 
 // lockSQL takes the leader lock of one source (per schema, so test schemas
-// do not contend) without waiting.
-const lockSQL = `SELECT pg_try_advisory_lock(hashtext('stackvps.submit'), hashtext(current_schema() || '.' || $1))`
+// do not contend) without waiting; unlockSQL releases it.
+const (
+	lockSQL   = `SELECT pg_try_advisory_lock(hashtext('stackvps.submit'), hashtext(current_schema() || '.' || $1))`
+	unlockSQL = `SELECT pg_advisory_unlock(hashtext('stackvps.submit'), hashtext(current_schema() || '.' || $1))`
+)
 
 // lead competes for source's leader lock until ctx is done, and submits
-// for the source while it holds it.
+// for the source while it holds it. The lock is taken on a dedicated
+// connection (not from the pool) kept open while competing, and lives as
+// long as that connection: when this process dies, PostgreSQL drops the
+// connection and a standby takes over within lock_retry. TCP keepalives
+// bound the detection of a vanished host.
 func (s *Submit) lead(ctx context.Context, source string) {
 	log := s.log.With("source", source)
+	var conn *pgx.Conn
+	closeConn := func() {
+		if conn != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = conn.Close(cctx) // closing releases the lock
+			conn = nil
+		}
+	}
+	defer closeConn()
 	for ctx.Err() == nil {
-		held, err := s.holdLock(ctx, source, func(ctx context.Context) {
-			log.Info("leader for source: submitting")
-			s.met.leader.WithLabelValues(source).Set(1)
-			defer s.met.leader.WithLabelValues(source).Set(0)
-			s.serve(ctx, source)
-		})
-		if err != nil && ctx.Err() == nil {
-			log.Warn("leader lock", "err", err)
+		if conn == nil {
+			var err error
+			if conn, err = s.lockConn(ctx); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("connecting for the leader lock", "err", err)
+				}
+				sleep(ctx, s.cfg.LockRetry.Std())
+				continue
+			}
+		}
+		var held bool
+		if err := conn.QueryRow(ctx, lockSQL, source).Scan(&held); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("taking the leader lock", "err", err)
+			}
+			closeConn()
+			sleep(ctx, s.cfg.LockRetry.Std())
+			continue
 		}
 		if held {
-			log.Info("leadership for source ended")
+			log.Info("leader for source: submitting")
+			s.met.leader.WithLabelValues(source).Set(1)
+			lost := s.whileHeld(ctx, conn, source)
+			s.met.leader.WithLabelValues(source).Set(0)
+			log.Info("leadership for source ended", "connection_lost", lost)
+			if lost || ctx.Err() != nil {
+				closeConn()
+			} else if _, err := conn.Exec(ctx, unlockSQL, source); err != nil {
+				closeConn()
+			}
 		}
 		sleep(ctx, s.cfg.LockRetry.Std())
 	}
 }
 
-// holdLock opens a dedicated connection, tries the lock once and, when it
-// got it, runs fn with a context cancelled as soon as the connection is
-// found dead (checked every lock_retry), then releases it. The lock lives
-// as long as the connection: when this process dies, PostgreSQL drops the
-// connection and another replica takes over within lock_retry. TCP
-// keepalives bound the detection of a vanished host.
-func (s *Submit) holdLock(ctx context.Context, source string, fn func(ctx context.Context)) (bool, error) {
+// lockConn opens the dedicated connection of a leader lock.
+func (s *Submit) lockConn(ctx context.Context) (*pgx.Conn, error) {
 	cc := s.deps.Store.Pool().Config().ConnConfig.Copy()
 	if cc.RuntimeParams == nil {
 		cc.RuntimeParams = map[string]string{}
@@ -54,35 +84,26 @@ func (s *Submit) holdLock(ctx context.Context, source string, fn func(ctx contex
 	cc.RuntimeParams["tcp_keepalives_idle"] = "5"
 	cc.RuntimeParams["tcp_keepalives_interval"] = "2"
 	cc.RuntimeParams["tcp_keepalives_count"] = "3"
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		return false, fmt.Errorf("connecting for the leader lock: %w", err)
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = conn.Close(cctx) // closing releases the lock
-	}()
-	var ok bool
-	if err := conn.QueryRow(ctx, lockSQL, source).Scan(&ok); err != nil {
-		return false, fmt.Errorf("taking the leader lock: %w", err)
-	}
-	if !ok {
-		return false, nil
-	}
+	return pgx.ConnectConfig(ctx, cc)
+}
+
+// whileHeld submits for source while its lock is held on conn, until ctx
+// is done or conn is found dead (pinged every lock_retry): then
+// submissions stop at once. It reports whether the connection was lost.
+func (s *Submit) whileHeld(ctx context.Context, conn *pgx.Conn, source string) bool {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		fn(lctx)
+		s.serve(lctx, source)
 	}()
 	t := time.NewTicker(s.cfg.LockRetry.Std())
 	defer t.Stop()
 	for {
 		select {
 		case <-done:
-			return true, nil
+			return false
 		case <-t.C:
 			pctx, pcancel := context.WithTimeout(lctx, s.cfg.LockRetry.Std())
 			err := conn.Ping(pctx)
@@ -91,7 +112,7 @@ func (s *Submit) holdLock(ctx context.Context, source string, fn func(ctx contex
 				s.log.Error("leader lock connection lost: stopping submissions", "source", source, "err", err)
 				cancel()
 				<-done
-				return true, fmt.Errorf("leader lock connection lost: %w", err)
+				return true
 			}
 		}
 	}
