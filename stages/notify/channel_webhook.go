@@ -37,7 +37,9 @@ const (
 const userAgent = "stackvps-notify/1"
 
 // Webhook POSTs the notification as JSON to the user's webhook_url:
-// {"id","type","severity","point","title","body","data","created_at"}, with
+// {"id","type","severity","point","title","body","data","created_at"}
+// (title and body rendered from the type's template in the user's
+// language; data as the producer sent it, for machines), with
 // HeaderSignature (Stripe-style: the receiver recomputes the HMAC over the
 // timestamp and the raw body with the shared secret and rejects timestamps
 // older than its tolerance, so a captured request cannot be replayed later)
