@@ -104,7 +104,7 @@ func (s *Submit) wake(source string) {
 // are picked up at each maintenance round). It returns nil once ctx is
 // done and in-flight requests are recorded.
 func (s *Submit) Run(ctx context.Context) error {
-	s.log.Info("submitter started", "poll_interval", s.cfg.PollInterval, "unknown_after", s.cfg.UnknownAfter)
+	s.log.Info("submitter started", "poll_interval", s.cfg.PollInterval.Std().String(), "unknown_after", s.cfg.UnknownAfter.Std().String())
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
@@ -149,7 +149,7 @@ func (s *Submit) maintain(ctx context.Context) {
 		w, err = s.deps.Store.WriteOff(ctx, now, s.cfg.WriteOffAfter.Std())
 		s.met.writtenOff.Add(float64(w))
 		if w > 0 {
-			s.log.Warn("slots written off without data", "slots", w, "after", s.cfg.WriteOffAfter)
+			s.log.Warn("slots written off without data", "slots", w, "after", s.cfg.WriteOffAfter.Std().String())
 		}
 	}
 	if err == nil {
