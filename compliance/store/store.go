@@ -56,25 +56,15 @@ func (a SystemActor) Actor() string { return string(a) }
 type Store struct {
 	pool   *pgxpool.Pool
 	sealer *compliance.Sealer
-	now    func() time.Time
 }
-
-// An Option changes a Store's default.
-type Option func(*Store)
-
-// WithClock sets the clock of created_at/updated_at-like decisions the
-// store makes itself (RequestResubmission). Default time.Now.
-func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
 // New returns a store on pool, which must be migrated. sealer seals and
 // opens the configs' credentials; nil refuses every config with
-// credentials (compliance.credentials_key unset) and opens none.
-func New(pool *pgxpool.Pool, sealer *compliance.Sealer, opts ...Option) *Store {
-	s := &Store{pool: pool, sealer: sealer, now: time.Now}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
+// credentials (compliance.credentials_key unset) and opens none. The
+// submitter's methods take the time as an argument; the store reads no
+// clock of its own.
+func New(pool *pgxpool.Pool, sealer *compliance.Sealer) *Store {
+	return &Store{pool: pool, sealer: sealer}
 }
 
 // Pool returns the store's pool (the submitter takes its leader locks on
