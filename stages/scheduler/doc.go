@@ -19,7 +19,9 @@
 // The leader checks every leader_check that its session is alive and still
 // holds the lock, and steps down when not, cancelling its running jobs
 // (another replica may be taking their periods over). The metric
-// stackvps_scheduler_leader is 1 on the leader.
+// stackvps_scheduler_leader is 1 on the leader. The lock's connection must
+// reach PostgreSQL directly or through a pooler in session mode: a pooler in
+// transaction mode would hand the session (and its lock) to others.
 //
 // # Periods and runs
 //

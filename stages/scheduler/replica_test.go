@@ -128,7 +128,7 @@ func TestMissedPeriodsAndDSTIntegration(t *testing.T) {
 	// 00:00 -03 to 23:00 -04).
 	for at := clock.Now(); at.Before(time.Date(2026, 4, 6, 12, 0, 0, 0, time.UTC)); at = at.Add(time.Hour) {
 		clock.Set(at)
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(40 * time.Millisecond)
 	}
 	waitFor(t, 10*time.Second, "four daily periods", func() bool { return count() == 4 })
 	time.Sleep(500 * time.Millisecond)

@@ -212,6 +212,14 @@ func (s *Scheduler) connect(ctx context.Context) (*pgx.Conn, error) {
 	return c, nil
 }
 
+// Why a running job was cancelled, in its run's error.
+var (
+	errLostLeadership = errors.New("this replica lost the leadership")
+	errDrainTimeout   = errors.New("the scheduler stopped and the drain timeout passed")
+	errTakenOver      = errors.New("another runner took the period over")
+	errStopped        = errors.New("the scheduler stopped")
+)
+
 // lockKey is per schema, so tests in their own schemas each have a leader.
 const lockKey = `hashtext('stackvps.scheduler.' || current_schema())`
 
@@ -260,8 +268,8 @@ func (s *Scheduler) lead(ctx context.Context, conn *pgx.Conn) {
 	// Jobs run under jobsCtx: cancelled at once when leadership is lost
 	// (another replica may take their periods over), after DrainTimeout
 	// when the process stops.
-	jobsCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelJobs()
+	jobsCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelJobs(errStopped)
 	var wg sync.WaitGroup
 	nextCheck := time.Now().Add(s.check)
 	reason := "stopping"
@@ -277,7 +285,7 @@ func (s *Scheduler) lead(ctx context.Context, conn *pgx.Conn) {
 				}
 				reason = err.Error()
 				log.Error("lost the scheduler leadership; stepping down", "err", err)
-				cancelJobs()
+				cancelJobs(errLostLeadership)
 				break
 			}
 			nextCheck = time.Now().Add(s.check)
@@ -301,7 +309,7 @@ func (s *Scheduler) lead(ctx context.Context, conn *pgx.Conn) {
 		case <-done:
 		case <-time.After(s.cfg.DrainTimeout):
 			log.Warn("jobs still running after the drain timeout; cancelling them", "drain_timeout", s.cfg.DrainTimeout)
-			cancelJobs()
+			cancelJobs(errDrainTimeout)
 		}
 	}
 	wg.Wait()
@@ -403,8 +411,8 @@ func (s *Scheduler) missed(j *jobState, last, p time.Time) int {
 // execute runs one attempt with a heartbeat and records its outcome; it
 // reports whether the period succeeded.
 func (s *Scheduler) execute(ctx context.Context, j *jobState, p time.Time, c claim, log *slog.Logger) bool {
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	info := RunInfo{Job: j.name, ScheduledFor: p, Attempt: c.attempt, Runner: s.cfg.Runner, Previous: c.previous}
 	runCtx = WithRunInfo(runCtx, info)
 	hbDone := make(chan struct{})
@@ -423,7 +431,7 @@ func (s *Scheduler) execute(ctx context.Context, j *jobState, p time.Time, c cla
 				}
 				if !mine {
 					log.Error("the period was taken over by another runner; cancelling this attempt")
-					cancel()
+					cancel(errTakenOver)
 					return
 				}
 			}
@@ -433,7 +441,10 @@ func (s *Scheduler) execute(ctx context.Context, j *jobState, p time.Time, c cla
 	start := time.Now()
 	err := safeRun(runCtx, j.run, p)
 	dur := time.Since(start)
-	cancel()
+	if err != nil && runCtx.Err() != nil {
+		err = fmt.Errorf("interrupted, %w: %w", context.Cause(runCtx), err)
+	}
+	cancel(nil)
 	<-hbDone
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer fcancel()
