@@ -22,8 +22,8 @@ func TestRoutingIntegration(t *testing.T) {
 	require.Equal(t, http.StatusPermanentRedirect, res.status, "the method is kept by 308")
 	require.Equal(t, "/api/points/"+pointOwn+"/", res.header.Get("Location"))
 
-	res = f.as(rolePrimary, req{method: http.MethodGet, path: "/api/compliance/sources/"})
-	require.Equal(t, http.StatusNotFound, res.status, "a later issue's route")
+	res = f.as(rolePrimary, req{method: http.MethodGet, path: "/api/compliance/nope/"})
+	require.Equal(t, http.StatusNotFound, res.status, "an unknown route")
 	require.Contains(t, res.json(t)["error"], "no route")
 	res = f.as(rolePrimary, req{method: http.MethodPost, path: "/api/telemetry/data/"})
 	require.Equal(t, http.StatusMethodNotAllowed, res.status)
