@@ -6,12 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	osuser "os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/stackvps/stackvps/accounts"
+	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/points"
 	"github.com/stackvps/stackvps/sinks/timescale"
 )
@@ -35,10 +39,17 @@ type adminEnv struct {
 	stdout, stderr io.Writer
 	store          *accounts.Store
 	actor          accounts.Principal
+	// pool, cfg, environ and stdin serve the subcommands beyond accounts
+	// (compliance): its store, its credentials key, a password read from
+	// the environment or standard input.
+	pool    *pgxpool.Pool
+	cfg     *config.Config
+	environ []string
+	stdin   io.Reader
 }
 
 func adminSubs() []*adminSub {
-	return []*adminSub{
+	return append([]*adminSub{
 		{group: "user", action: "create", synopsis: "--email E --name N [--admin]", summary: "create a user (--admin: an administrator)", setup: adminUserCreate},
 		{group: "user", action: "list", summary: "list users", setup: adminUserList},
 		{group: "token", action: "create", synopsis: "--email E --name N [--ttl 720h]", summary: "create an API token for a user; it is printed once", setup: adminTokenCreate},
@@ -49,7 +60,7 @@ func adminSubs() []*adminSub {
 		{group: "owner", action: "grant", synopsis: "--point C --email E --relation PRIMARY|SECONDARY|ADMINISTRATOR [--perms read,write,...]", summary: "relate a user to a point (permissions default to the relation's)", setup: adminOwnerGrant},
 		{group: "owner", action: "revoke", synopsis: "--point C --email E", summary: "remove a user's relation to a point", setup: adminOwnerRevoke},
 		{group: "owner", action: "list", synopsis: "--point C", summary: "list a point's users and their permissions", setup: adminOwnerList},
-	}
+	}, adminComplianceSubs()...)
 }
 
 func adminUsage() string {
@@ -66,7 +77,7 @@ func adminUsage() string {
 func adminCommand() *command {
 	return &command{
 		name:    "admin",
-		summary: "manage users, API tokens, points, devices and owners (stackvps admin --help)",
+		summary: "manage users, API tokens, points, devices, owners and compliance configs (stackvps admin --help)",
 		usage:   adminUsage(),
 		args: func(args []string) error {
 			_, _, err := parseAdmin(args, io.Discard)
@@ -96,7 +107,8 @@ func adminCommand() *command {
 				if err := timescale.CheckMigrated(ctx, pool); err != nil {
 					return err
 				}
-				a := &adminEnv{stdout: e.stdout, stderr: e.stderr, store: accounts.New(pool), actor: accounts.System(cliActor(e))}
+				a := &adminEnv{stdout: e.stdout, stderr: e.stderr, store: accounts.New(pool), actor: accounts.System(cliActor(e)),
+					pool: pool, cfg: cfg, environ: e.environ, stdin: os.Stdin}
 				if err := run(ctx, a); err != nil {
 					return fmt.Errorf("admin %s: %w", sub.path(), err)
 				}
