@@ -555,6 +555,7 @@ func TestComplianceOpenAPI(t *testing.T) {
 			require.NotContains(t, string(b), `"password"`, "%s: no response has a password", key)
 		}
 	}
+	require.NotNil(t, doc.Tags.Get("compliance"), "the compliance tag is declared")
 	require.Nil(t, doc.Paths.Value("/api/compliance/configs/{id}/").Delete, "ending keeps history: no DELETE")
 	data := doc.Paths.Value("/api/compliance/data/").Get.Responses.Status(200).Value.Content
 	require.NotNil(t, data.Get(query.MediaCSV))
