@@ -75,6 +75,10 @@ type Outcome struct {
 	// Alert is the alert after the observation; its ID is 0 when there is
 	// none (not firing, nothing open).
 	Alert Alert
+	// RuleChanged is true when the rule was deleted, deactivated or changed
+	// in kind, variable or params since the caller read it: nothing was
+	// done, and the caller should read the rules again.
+	RuleChanged bool
 }
 
 // Observe applies one observation of rule for variable ("" for point-wide
@@ -117,6 +121,25 @@ func (s *Store) Observe(ctx context.Context, rule Rule, variable string, obs Obs
 	var out Outcome
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		out = Outcome{}
+		// The rule as it is now, locked against deletion and change until
+		// the alert is written: a judgement made with a stale copy of a
+		// deleted or changed rule must not open an alert.
+		var (
+			active bool
+			kind   Kind
+			v      string
+			params []byte
+		)
+		err := tx.QueryRow(ctx, `SELECT active, kind, coalesce(variable, ''), params FROM alert_rules WHERE id = $1 FOR KEY SHARE`,
+			rule.ID).Scan(&active, &kind, &v, &params)
+		changed := err == nil && (!active || kind != rule.Kind || v != rule.Variable || string(params) != string(rule.RawParams))
+		if errors.Is(err, pgx.ErrNoRows) || changed {
+			out.RuleChanged = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading alert rule %d: %w", rule.ID, err)
+		}
 		cur, err := scanAlert(tx.QueryRow(ctx, `SELECT `+alertColumns+` FROM alerts
 			WHERE rule_id = $1 AND coalesce(variable, '') = $2 AND state <> 'resolved' FOR UPDATE`, rule.ID, variable))
 		exists := err == nil
@@ -176,6 +199,14 @@ func (s *Store) Observe(ctx context.Context, rule Rule, variable string, obs Obs
 		return nil
 	})
 	return out, err
+}
+
+// IsPermanent reports whether err is the database refusing a statement
+// (a data exception, an integrity or syntax violation: SQLSTATE classes 22,
+// 23 and 42) rather than being unreachable or busy: retrying cannot help.
+func IsPermanent(err error) bool {
+	code := pgCode(err)
+	return strings.HasPrefix(code, "22") || strings.HasPrefix(code, "23") || strings.HasPrefix(code, "42")
 }
 
 // PendingEvent is an alert event not yet produced, with what its

@@ -95,4 +95,20 @@ func TestObserveAndOutboxIntegration(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, out.Event)
 	require.Zero(t, out.Alert.ID)
+
+	// Before migration 0006 (or with its table gone) compliance rules
+	// have nothing to read: a sentinel the stage skips on, not a failure.
+	c, err := store.ComplianceMissing(ctx, "P1", now)
+	require.NoError(t, err)
+	require.Zero(t, c.Count)
+	_, err = pool.Exec(ctx, `DROP TABLE compliance_submissions CASCADE`)
+	require.NoError(t, err)
+	var elsewhere bool
+	require.NoError(t, pool.QueryRow(ctx, `SELECT to_regclass('compliance_submissions') IS NOT NULL`).Scan(&elsewhere))
+	if !elsewhere { // not shadowed by a table of another schema on the search path
+		_, err = store.ComplianceMissing(ctx, "P1", now)
+		require.ErrorIs(t, err, alerts.ErrNoComplianceTable)
+		_, err = store.ComplianceRejected(ctx, "P1", now)
+		require.ErrorIs(t, err, alerts.ErrNoComplianceTable)
+	}
 }

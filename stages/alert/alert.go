@@ -78,8 +78,8 @@ type Deps struct {
 // Evaluator is the alert stage's processor: it implements
 // pipeline.Processor, pipeline.Flusher and pipeline.PartitionDropper.
 // Process, Flush and DropPartitions are safe for concurrent use. Lock
-// order: a partition's mu, then Evaluator.mu; dispatchMu is taken with no
-// other lock held.
+// order: a partition's mu, then dispatchMu, then Evaluator.mu (no lock is
+// held while waiting for another of the same kind).
 type Evaluator struct {
 	cfg  config.Alert
 	deps Deps
@@ -252,6 +252,10 @@ func (e *Evaluator) observe(ctx context.Context, rule alerts.Rule, variable stri
 		return false, err
 	}
 	e.mu.Lock()
+	if out.RuleChanged {
+		// Read the rules again at the next flush.
+		e.lastEval = time.Time{}
+	}
 	if a := out.Alert; a.ID == 0 || a.State == alerts.StateResolved {
 		delete(e.open, k)
 	} else {
@@ -287,8 +291,10 @@ func (e *Evaluator) cachedOpen(rule int64, variable string) (openAlert, bool) {
 // of one reading's point and variable, records what changes, and produces
 // the notifications of the events it caused through the outbox. It returns
 // no record. A value that is not a Reading is dead-lettered (bad_payload);
-// a database error is transient (retried: the reading's effect on the
-// series is applied only once its judgement is stored).
+// a database that cannot be reached is a transient error (retried: the
+// reading's effect on the series is applied only once its judgements are
+// stored), one that refuses a statement a permanent one (alert_store), so
+// nothing can stall the partition.
 func (e *Evaluator) Process(ctx context.Context, rec pipeline.Record) ([]pipeline.Record, error) {
 	var r schemas.Reading
 	if err := e.deps.Decoder.Decode(rec.Value, &r); err != nil {
@@ -298,7 +304,7 @@ func (e *Evaluator) Process(ctx context.Context, rec pipeline.Record) ([]pipelin
 		return nil, pipeline.Transient(err)
 	}
 	if err := e.ensureLoaded(ctx); err != nil {
-		return nil, pipeline.Transient(err)
+		return nil, storeError(err)
 	}
 	start := time.Now()
 	defer func() { e.met.latency.WithLabelValues("reading").Observe(time.Since(start).Seconds()) }()
@@ -316,7 +322,7 @@ func (e *Evaluator) Process(ctx context.Context, rec pipeline.Record) ([]pipelin
 	if s == nil {
 		seed, err := e.history(ctx, rules, r)
 		if err != nil {
-			return nil, pipeline.Transient(err)
+			return nil, storeError(err)
 		}
 		s = seed
 	}
@@ -332,7 +338,7 @@ func (e *Evaluator) Process(ctx context.Context, rec pipeline.Record) ([]pipelin
 		}
 		ev, err := e.observe(ctx, rule, r.Variable, obs)
 		if err != nil {
-			return nil, pipeline.Transient(err)
+			return nil, storeError(err)
 		}
 		events = events || ev
 	}
@@ -355,6 +361,18 @@ func (e *Evaluator) Process(ctx context.Context, rec pipeline.Record) ([]pipelin
 		}
 	}
 	return nil, nil
+}
+
+// storeError classifies a store error for the runtime: the database
+// refusing a statement is permanent (the reading is dead-lettered with
+// reason alert_store, and replayable after a fix) so that it cannot stall
+// the partition; anything else (unreachable, busy) is transient and
+// retried.
+func storeError(err error) error {
+	if alerts.IsPermanent(err) {
+		return pipeline.Permanent("alert_store", err)
+	}
+	return pipeline.Transient(err)
 }
 
 // history returns a new series for r's point and variable, rebuilt from

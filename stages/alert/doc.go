@@ -82,8 +82,12 @@
 // uncommitted readings or a second replica never opens an alert twice, and
 // re-notification is decided by last_notified_at in the row, so a restart
 // does not re-notify early. The stage caches the unresolved alerts and the
-// active rules, reloaded at start and every evaluation, and goes to the
-// database only when a judgement may change something.
+// active rules, reloaded at start and every evaluation (rule changes made
+// through the API take effect within alert.evaluate_interval), and goes to
+// the database only when a judgement may change something. The database
+// write locks the rule and checks it is unchanged, so a stale cached rule
+// (deleted, deactivated, changed) never opens an alert; the stage then
+// reloads its rules at once.
 //
 // The per-reading memory (previous value, flat run, arrivals) is per
 // partition and rebuilt, for a series first seen after a start or a

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stackvps/stackvps/accounts"
 	"github.com/stackvps/stackvps/alerts"
+	"github.com/stackvps/stackvps/config"
 )
 
 // TestPerReadingRulesIntegration drives every per-reading rule kind through
@@ -221,11 +222,12 @@ func TestRestartIntegration(t *testing.T) {
 }
 
 // TestComplianceRulesIntegration: missing and rejected compliance slots
-// open alerts, which resolve when the slots get data or are confirmed.
+// open alerts, deduplicated across evaluations and re-notified, which
+// resolve when the slots get data or are confirmed.
 func TestComplianceRulesIntegration(t *testing.T) {
 	e := newEnv(t)
-	rMissing := e.rule("P1", "", alerts.KindComplianceMissing, `{}`, 0)
-	rRejected := e.rule("P1", "", alerts.KindComplianceRejected, `{"within": "24h"}`, 0)
+	rMissing := e.rule("P1", "", alerts.KindComplianceMissing, `{}`, time.Hour)
+	rRejected := e.rule("P1", "", alerts.KindComplianceRejected, `{"within": "24h"}`, time.Hour)
 	now := e.clock.Now()
 	missing := e.slot("P1", now.Add(-7*time.Hour), "PENDING", false)
 	e.slot("P1", now.Add(-1*time.Hour), "PENDING", false) // not missing yet
@@ -237,11 +239,18 @@ func TestComplianceRulesIntegration(t *testing.T) {
 	require.NoError(t, e.pool.QueryRow(context.Background(),
 		`SELECT details->>'slots' FROM alerts WHERE rule_id = $1`, rMissing).Scan(&details))
 	require.Equal(t, "1", details)
+	// Many evaluations later, still one event each; two hours later, one
+	// re-notification each.
+	time.Sleep(time.Second)
+	require.Equal(t, []string{"opened:1"}, e.eventsOf(rMissing))
+	e.clock.Set(now.Add(2 * time.Hour))
+	e.waitEvents(rMissing, "opened:1", "renotified:1")
+	e.waitEvents(rRejected, "opened:1", "renotified:1")
 
 	e.exec(`UPDATE compliance_submissions SET data = '{"flow": 1}' WHERE id = $1`, missing)
 	e.exec(`UPDATE compliance_submissions SET status = 'CONFIRMED', receipt = 'X1' WHERE id = $1`, rejected)
-	e.waitEvents(rMissing, "opened:1", "resolved:1")
-	e.waitEvents(rRejected, "opened:1", "resolved:1")
+	e.waitEvents(rMissing, "opened:1", "renotified:1", "resolved:1")
+	e.waitEvents(rRejected, "opened:1", "renotified:1", "resolved:1")
 	types := map[string]bool{}
 	for _, n := range e.notifications() {
 		types[n.Type] = true
@@ -272,4 +281,29 @@ func (e *env) slot(point string, at time.Time, status string, withData bool) int
 		VALUES ($1, $2, 'test-src', $3::timestamptz, $3::timestamptz - interval '1 hour', $3::timestamptz, $4::jsonb, $5) RETURNING id`,
 		cfg, point, at, data, status).Scan(&id))
 	return id
+}
+
+// TestRuleChangedIntegration: a rule deleted after the stage cached it
+// opens nothing (no foreign-key failure stalls the partition); the stage
+// reads the rules again at once and judges with the new ones. (Otherwise
+// rule changes take effect at the next evaluate_interval.)
+func TestRuleChangedIntegration(t *testing.T) {
+	e := newEnv(t)
+	rOld := e.rule("P1", "flow", alerts.KindThresholdAbove, `{"limit": 10}`, time.Hour)
+	cfg := testConfig()
+	cfg.EvaluateInterval = config.Duration(time.Hour) // only the start and RuleChanged reload
+	s := e.start(cfg)
+	base := e.clock.Now()
+	e.send(time.Time{}, reading("P1", "flow", base, 5, 0))
+	e.consumed(s, 1)
+	e.exec(`DELETE FROM alert_rules WHERE id = $1`, rOld)
+	rNew := e.rule("P1", "flow", alerts.KindThresholdAbove, `{"limit": 100}`, time.Hour)
+	e.send(time.Time{}, reading("P1", "flow", base.Add(time.Minute), 50, 0))
+	e.consumed(s, 2)
+	require.Zero(t, countRows(t, e, `SELECT count(*) FROM alerts`), "the deleted rule opened nothing")
+	// Reloaded: the new rule is judged.
+	time.Sleep(500 * time.Millisecond)
+	e.send(time.Time{}, reading("P1", "flow", base.Add(2*time.Minute), 150, 0))
+	e.consumed(s, 3)
+	e.waitEvents(rNew, "opened:1")
 }
