@@ -7,7 +7,10 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net/http"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,4 +247,85 @@ func TestAdminComplianceIntegration(t *testing.T) {
 	require.NoError(t, rows.Err())
 	require.Equal(t, []string{"compliance_config.create", "compliance_config.create", "compliance_submission.resubmit",
 		"compliance_config.update"}, actions)
+}
+
+// apiCall sends a JSON request with a token to a running API and returns
+// the status and body.
+func apiCall(t *testing.T, method, url, token string, body string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Token "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, string(b)
+}
+
+// TestRunAPIComplianceIntegration starts `stackvps run --stages api` and
+// checks that the API is wired to the compliance store: the sources that
+// `stackvps migrate` synchronised are served, and a config with
+// credentials is sealed with compliance.credentials_key, never echoed or
+// logged.
+func TestRunAPIComplianceIntegration(t *testing.T) {
+	t.Parallel()
+	db := testenv.Database(t)
+	kafka := testenv.Kafka(t, 1)
+	raw := make([]byte, 32)
+	_, err := rand.Read(raw)
+	require.NoError(t, err)
+	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	environ := concat(dbEnv(db), kafkaEnv(kafka), []string{"STACKVPS_HTTP_LISTEN=" + listen,
+		"STACKVPS_COMPLIANCE_CREDENTIALS_KEY=" + base64.StdEncoding.EncodeToString(raw), "STACKVPS_PIPELINE_SHUTDOWN_TIMEOUT=5s"})
+	for _, args := range [][]string{
+		{"migrate", "--skip-topics"},
+		{"admin", "user", "create", "--email", "ops@example.cl", "--name", "Ops"},
+		{"admin", "point", "create", "--code", "P-API", "--name", "Pozo API"},
+		{"admin", "owner", "grant", "--point", "P-API", "--email", "ops@example.cl", "--relation", "ADMINISTRATOR"},
+	} {
+		code, stdout, stderr := runInProcess(t, environ, args...)
+		require.Equal(t, 0, code, "%v\n%s\n%s", args, stdout, stderr)
+	}
+	code, stdout, stderr := runInProcess(t, environ, "admin", "token", "create", "--email", "ops@example.cl", "--name", "test")
+	require.Equal(t, 0, code, stderr)
+	token := strings.TrimSpace(stdout)
+
+	p := startProc(t, environ, "run", "--stages", "api")
+	base := "http://" + listen + "/api/compliance/"
+	var status int
+	var body string
+	require.Eventually(t, func() bool {
+		status, body = apiCall(t, http.MethodGet, base+"sources/", token, "")
+		return p.exited() || status == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond)
+	require.False(t, p.exited(), "stackvps exited: %s", p.stderr)
+	require.Equal(t, http.StatusOK, status, body)
+	require.Contains(t, body, `"code":"dga-subterraneas"`)
+
+	const pass = "Run-Api-Secret-5"
+	status, body = apiCall(t, http.MethodPost, base+"configs/", token, `{"point":"P-API","source":"dga-subterraneas","start_date":"2026-11-01",
+		"config":{"codigo_obra":"OB-0602-7","rut_empresa":"76543210-3","rut_usuario":"12345678-5","standard":"mayor"},
+		"credentials":{"password":"`+pass+`"}}`)
+	require.Equal(t, http.StatusCreated, status, body)
+	require.Contains(t, body, `"credentials_set":true`)
+	require.NotContains(t, body, pass)
+	status, body = apiCall(t, http.MethodGet, base+"data/?point=P-API", token, "")
+	require.Equal(t, http.StatusOK, status, body)
+
+	p.signal(t, syscall.SIGTERM)
+	require.Equal(t, 0, p.wait(t, 15*time.Second), "exit status after SIGTERM")
+	require.NotContains(t, p.stderr.String()+p.stdout.String(), pass, "the password is never logged")
 }
