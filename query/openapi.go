@@ -411,7 +411,7 @@ func openAPIDocument(routes []route, lim limits) obj {
 		},
 		"servers":  []obj{{"url": "/"}},
 		"security": []obj{{"Token": []string{}}},
-		"tags":     []obj{{"name": "telemetry"}, {"name": "points"}, {"name": "users"}, {"name": "compliance"}, {"name": "meta"}},
+		"tags":     []obj{{"name": "telemetry"}, {"name": "points"}, {"name": "users"}, {"name": "compliance"}, {"name": "alerts"}, {"name": "meta"}},
 		"paths":    paths,
 		"components": obj{"schemas": schemas(), "responses": responses, "securitySchemes": obj{"Token": obj{
 			"type": "apiKey", "in": "header", "name": "Authorization",
