@@ -68,7 +68,10 @@ type deployment struct {
 	start  time.Time
 }
 
-func newDeployment(t *testing.T, fleetCfg simulate.Config) *deployment {
+// newDeployment migrates a fresh schema and registers the fleet's devices,
+// each on its own point. env adds variables to every command (after the
+// deployment's own, so they win); a non-zero fleetCfg.Start is kept.
+func newDeployment(t *testing.T, fleetCfg simulate.Config, env ...string) *deployment {
 	t.Helper()
 	db := testenv.Database(t)
 	k := testenv.Kafka(t, 6)
@@ -97,6 +100,10 @@ func newDeployment(t *testing.T, fleetCfg simulate.Config) *deployment {
 		"STACKVPS_MQTT_SESSION_EXPIRY=10m",
 		"STACKVPS_BRIDGE_SUBSCRIPTIONS=" + prefix + "/+/+",
 		"STACKVPS_BRIDGE_TOPIC_PATTERN=" + prefix + "/{provider}/{device}",
+	}
+	d.env = append(d.env, env...)
+	if !fleetCfg.Start.IsZero() {
+		d.start = fleetCfg.Start
 	}
 	ctx := testenv.Context(t, time.Minute)
 	out, err := d.command(ctx, "migrate", "--skip-topics").CombinedOutput()
