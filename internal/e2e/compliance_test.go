@@ -134,6 +134,25 @@ func (r *complianceRig) waitConfirmed(ctx context.Context, want int, within time
 	r.t.Fatalf("slots of the day by status after %s: %v; want %d CONFIRMED", within, last, want)
 }
 
+// waitQuiet waits until no slot is in flight: none SENT (outcome unknown)
+// none PENDING with data (about to be sent), none ERROR to be retried, so the
+// regulator's counts and the database can be compared.
+func (r *complianceRig) waitQuiet(ctx context.Context, within time.Duration) {
+	r.t.Helper()
+	const q = `SELECT count(*) FROM compliance_submissions
+		WHERE status = 'SENT' OR (status = 'PENDING' AND data IS NOT NULL) OR (status = 'ERROR' AND next_attempt_at IS NOT NULL)`
+	var n int
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		require.NoError(r.t, r.pool.QueryRow(ctx, q).Scan(&n))
+		if n == 0 {
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	r.t.Fatalf("%d slots still in flight after %s", n, within)
+}
+
 // verifyExactlyOnce checks the regulator's side against the database:
 // every CONFIRMED slot accepted exactly once with its receipt stored, the
 // want slots of [from, to) among them, no acceptance the database does not
@@ -192,6 +211,7 @@ func TestComplianceDayEndToEndIntegration(t *testing.T) {
 	r.run("bridge,normalize,sink,aggregate,submit")
 	r.publish(ctx, 0, hours*60+6)
 	r.waitConfirmed(ctx, devices*hours, 5*time.Minute)
+	r.waitQuiet(ctx, time.Minute)
 	r.verifyExactlyOnce(ctx, devices*hours)
 
 	// Values: the reading at the slot instant, exactly as the fleet sent it
@@ -248,6 +268,7 @@ func TestComplianceFaultsEndToEndIntegration(t *testing.T) {
 	}
 	r.reg.ClearFaults()
 	r.waitConfirmed(ctx, want, 2*time.Minute)
+	r.waitQuiet(ctx, time.Minute)
 	r.verifyExactlyOnce(ctx, want)
 	rep := r.reg.AcceptedReport()
 	var lines []string
