@@ -105,17 +105,24 @@ type Kafka struct {
 // Topics names the contract topics. Renaming one breaks users' tooling: do it
 // only on purpose.
 type Topics struct {
-	Raw               string `yaml:"raw"`                // Default telemetry.raw.
-	RawDLQ            string `yaml:"raw_dlq"`            // Default telemetry.raw.dlq.
-	Readings          string `yaml:"readings"`           // Default telemetry.readings.
-	ReadingsDLQ       string `yaml:"readings_dlq"`       // Default telemetry.readings.dlq.
-	ComplianceRecords string `yaml:"compliance_records"` // Default compliance.records.
-	Notifications     string `yaml:"notifications"`      // Default notifications.
+	Raw                  string `yaml:"raw"`                    // Default telemetry.raw.
+	RawDLQ               string `yaml:"raw_dlq"`                // Default telemetry.raw.dlq.
+	Readings             string `yaml:"readings"`               // Default telemetry.readings.
+	ReadingsDLQ          string `yaml:"readings_dlq"`           // Default telemetry.readings.dlq.
+	ComplianceRecords    string `yaml:"compliance_records"`     // Default compliance.records.
+	ComplianceRecordsDLQ string `yaml:"compliance_records_dlq"` // Default compliance.records.dlq.
+	Notifications        string `yaml:"notifications"`          // Default notifications.
+	NotificationsDLQ     string `yaml:"notifications_dlq"`      // Default notifications.dlq.
 }
 
 // All returns every topic name, in a stable order.
 func (t Topics) All() []string {
-	return []string{t.Raw, t.RawDLQ, t.Readings, t.ReadingsDLQ, t.ComplianceRecords, t.Notifications}
+	return []string{t.Raw, t.RawDLQ, t.Readings, t.ReadingsDLQ, t.ComplianceRecords, t.ComplianceRecordsDLQ, t.Notifications, t.NotificationsDLQ}
+}
+
+// DLQs returns the dead-letter topics, in a stable order.
+func (t Topics) DLQs() []string {
+	return []string{t.RawDLQ, t.ReadingsDLQ, t.ComplianceRecordsDLQ, t.NotificationsDLQ}
 }
 
 // SchemaRegistry configures the optional Confluent-compatible schema registry
@@ -316,12 +323,14 @@ func Default() Config {
 			Brokers:  []string{"localhost:9092"},
 			ClientID: "stackvps",
 			Topics: Topics{
-				Raw:               "telemetry.raw",
-				RawDLQ:            "telemetry.raw.dlq",
-				Readings:          "telemetry.readings",
-				ReadingsDLQ:       "telemetry.readings.dlq",
-				ComplianceRecords: "compliance.records",
-				Notifications:     "notifications",
+				Raw:                  "telemetry.raw",
+				RawDLQ:               "telemetry.raw.dlq",
+				Readings:             "telemetry.readings",
+				ReadingsDLQ:          "telemetry.readings.dlq",
+				ComplianceRecords:    "compliance.records",
+				ComplianceRecordsDLQ: "compliance.records.dlq",
+				Notifications:        "notifications",
+				NotificationsDLQ:     "notifications.dlq",
 			},
 			Partitions:        12,
 			ReplicationFactor: -1,

@@ -12,9 +12,6 @@ type Notify struct {
 	// MaxAttempts bounds the deliveries of one notification on one
 	// channel. Default 8.
 	MaxAttempts int `yaml:"max_attempts"`
-	// DLQTopic receives notification records that cannot be decoded. The
-	// stage creates it when it is missing. Default notifications.dlq.
-	DLQTopic string `yaml:"dlq_topic"`
 	// Concurrency is the number of deliveries in flight per channel; each
 	// channel has its own workers, so a channel that is down never holds
 	// up the others. Default 4.
@@ -113,7 +110,6 @@ const DefaultSMSBodyTemplate = `{"to": {{json .To}}, "from": {{json .From}}, "te
 func defaultNotify() Notify {
 	return Notify{
 		MaxAttempts:  8,
-		DLQTopic:     "notifications.dlq",
 		Concurrency:  4,
 		PollInterval: Duration(time.Second),
 		RetryInitial: Duration(30 * time.Second),
@@ -135,9 +131,6 @@ func defaultNotify() Notify {
 func (n Notify) validate(p *problems) {
 	if n.MaxAttempts < 1 {
 		p.addf("notify.max_attempts", "must be at least 1; got %d", n.MaxAttempts)
-	}
-	if n.DLQTopic == "" {
-		p.addf("notify.dlq_topic", "must not be empty")
 	}
 	if n.Concurrency < 1 || n.Concurrency > 256 {
 		p.addf("notify.concurrency", "must be between 1 and 256; got %d", n.Concurrency)

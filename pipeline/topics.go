@@ -49,7 +49,7 @@ func ContractTopics(k config.Kafka) []TopicSpec {
 		// With acks=all, one replica down must not stop producers.
 		base["min.insync.replicas"] = "2"
 	}
-	specs := make([]TopicSpec, 0, 6)
+	specs := make([]TopicSpec, 0, len(k.Topics.All()))
 	for _, name := range k.Topics.All() {
 		cfgs := make(map[string]string, len(base))
 		for kk, v := range base {

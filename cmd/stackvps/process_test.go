@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackvps/stackvps/config"
+	"github.com/stackvps/stackvps/internal/testenv"
 )
 
 // binDir holds the stackvps binary the process tests run; TestMain creates
@@ -191,18 +192,9 @@ func dbEnv(d config.Database) []string {
 // kafkaEnv points a process at the kafka section: brokers, client id,
 // partitions and every contract topic.
 func kafkaEnv(k config.Kafka) []string {
-	return []string{
-		"KAFKA_BROKERS=" + strings.Join(k.Brokers, ","),
-		"STACKVPS_KAFKA_CLIENT_ID=" + k.ClientID,
-		"STACKVPS_KAFKA_PARTITIONS=" + strconv.Itoa(k.Partitions),
-		"STACKVPS_KAFKA_DIAL_TIMEOUT=" + k.DialTimeout.String(),
-		"STACKVPS_KAFKA_TOPICS_RAW=" + k.Topics.Raw,
-		"STACKVPS_KAFKA_TOPICS_RAW_DLQ=" + k.Topics.RawDLQ,
-		"STACKVPS_KAFKA_TOPICS_READINGS=" + k.Topics.Readings,
-		"STACKVPS_KAFKA_TOPICS_READINGS_DLQ=" + k.Topics.ReadingsDLQ,
-		"STACKVPS_KAFKA_TOPICS_COMPLIANCE_RECORDS=" + k.Topics.ComplianceRecords,
-		"STACKVPS_KAFKA_TOPICS_NOTIFICATIONS=" + k.Topics.Notifications,
-	}
+	return append(testenv.KafkaEnv(k),
+		"STACKVPS_KAFKA_PARTITIONS="+strconv.Itoa(k.Partitions),
+		"STACKVPS_KAFKA_DIAL_TIMEOUT="+k.DialTimeout.String())
 }
 
 // mqttEnv points a process at the mqtt section's broker.

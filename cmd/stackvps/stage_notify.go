@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/stackvps/stackvps/pipeline"
 	"github.com/stackvps/stackvps/schemas"
@@ -13,8 +12,7 @@ import (
 // buildNotify builds the notify stage: it consumes notifications, queues
 // one delivery per channel in notification_deliveries before committing
 // the offsets, and delivers them by email, SMS, webhook and in-app with
-// per-channel workers. Undecodable records go to notify.dlq_topic, created
-// here when missing (it is not one of the contract topics migrate creates).
+// per-channel workers. Undecodable records go to kafka.topics.notifications_dlq.
 func buildNotify(ctx context.Context, a *app) (runner, error) {
 	pool, err := a.db(ctx)
 	if err != nil {
@@ -27,11 +25,6 @@ func buildNotify(ctx context.Context, a *app) (runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	dlq := pipeline.ContractTopics(a.cfg.Kafka)[0]
-	dlq.Name = a.cfg.Notify.DLQTopic
-	if _, err := pipeline.EnsureTopics(ctx, a.cfg.Kafka, []pipeline.TopicSpec{dlq}); err != nil {
-		return nil, fmt.Errorf("notify.dlq_topic: %w", err)
-	}
 	n, err := notify.New(a.cfg.Notify, notify.Deps{
 		Pool: pool, Decoder: codec, Registerer: a.reg, Log: a.log.With("stage", "notify"),
 	})
@@ -39,7 +32,7 @@ func buildNotify(ctx context.Context, a *app) (runner, error) {
 		return nil, err
 	}
 	st, err := pipeline.NewStage(pipeline.StageConfig{
-		Name: "notify", Inputs: []string{a.cfg.Kafka.Topics.Notifications}, DLQ: a.cfg.Notify.DLQTopic, Processor: n,
+		Name: "notify", Inputs: []string{a.cfg.Kafka.Topics.Notifications}, DLQ: a.cfg.Kafka.Topics.NotificationsDLQ, Processor: n,
 	}, a.pipelineDeps())
 	if err != nil {
 		return nil, err

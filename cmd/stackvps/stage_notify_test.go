@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,7 +19,6 @@ import (
 	"github.com/stackvps/stackvps/accounts"
 	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/internal/testenv"
-	"github.com/stackvps/stackvps/pipeline"
 	"github.com/stackvps/stackvps/points"
 	"github.com/stackvps/stackvps/schemas"
 	"github.com/stackvps/stackvps/sinks/timescale"
@@ -85,17 +82,10 @@ func TestRunNotifyIntegration(t *testing.T) {
 	defer cl.Close()
 	require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: kafka.Topics.Notifications, Key: []byte(no.UserID), Value: b}).FirstErr())
 
-	dlq := strings.ReplaceAll(kafka.ClientID, "_", "-") + ".notifications.dlq"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = pipeline.DeleteTopics(ctx, kafka, []string{dlq})
-	})
 	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	base := "http://" + listen
 	p := startProc(t, concat(dbEnv(db), kafkaEnv(kafka), []string{
 		"STACKVPS_HTTP_LISTEN=" + listen,
-		"STACKVPS_NOTIFY_DLQ_TOPIC=" + dlq,
 		"STACKVPS_NOTIFY_WEBHOOK_SIGNING_SECRET=" + secret,
 		"STACKVPS_NOTIFY_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
 		"STACKVPS_PIPELINE_SHUTDOWN_TIMEOUT=10s",
@@ -133,9 +123,6 @@ func TestRunNotifyIntegration(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, metrics, `stackvps_notify_deliveries_total{channel="webhook",status="sent"} 1`)
 	require.Contains(t, metrics, `stackvps_notify_notifications_total{outcome="queued"} 1`)
-	states, err := pipeline.DescribeTopics(ctx, kafka, []string{dlq})
-	require.NoError(t, err)
-	require.False(t, states[dlq].Missing, "the stage created its dead-letter topic")
 
 	p.signal(t, syscall.SIGTERM)
 	require.Equal(t, 0, p.wait(t, 20*time.Second), "exit status after SIGTERM")

@@ -54,7 +54,7 @@ func buildScheduler(ctx context.Context, a *app) (runner, error) {
 		DLQEndOffsets: func(ctx context.Context) (map[string]int64, error) {
 			ctx, cancel := context.WithTimeout(ctx, sc.CheckTimeout.Std())
 			defer cancel()
-			return pipeline.EndOffsets(ctx, a.cfg.Kafka, []string{a.cfg.Kafka.Topics.RawDLQ, a.cfg.Kafka.Topics.ReadingsDLQ})
+			return pipeline.EndOffsets(ctx, a.cfg.Kafka, a.cfg.Kafka.Topics.DLQs())
 		},
 		Log: log.With("job", "health_check"),
 	}

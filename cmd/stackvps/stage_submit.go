@@ -38,7 +38,7 @@ func (a *app) complianceStore(ctx context.Context) (*store.Store, error) {
 // buildSubmit builds the submit stage: compliance.records fill the slots of
 // the points' compliance configs, and one leader-elected submitter per
 // source sends due slots to the regulators exactly once. Undecodable
-// records go to telemetry.readings.dlq.
+// records go to kafka.topics.compliance_records_dlq.
 func buildSubmit(ctx context.Context, a *app) (runner, error) {
 	pool, err := a.db(ctx)
 	if err != nil {
@@ -73,7 +73,7 @@ func buildSubmit(ctx context.Context, a *app) (runner, error) {
 	}
 	stage, err := pipeline.NewStage(pipeline.StageConfig{
 		Name: "submit", Inputs: []string{a.cfg.Kafka.Topics.ComplianceRecords},
-		DLQ: a.cfg.Kafka.Topics.ReadingsDLQ, Processor: proc,
+		DLQ: a.cfg.Kafka.Topics.ComplianceRecordsDLQ, Processor: proc,
 	}, a.pipelineDeps())
 	if err != nil {
 		return nil, err

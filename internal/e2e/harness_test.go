@@ -82,16 +82,8 @@ func newDeployment(t *testing.T, fleetCfg simulate.Config, env ...string) *deplo
 	d.env = []string{
 		"PATH=" + os.Getenv("PATH"),
 		"DATABASE_URL=" + db.URL.Reveal(),
-		"KAFKA_BROKERS=" + strings.Join(k.Brokers, ","),
 		"MQTT_BROKER=" + mq.Broker,
 		"STACKVPS_LOG_FORMAT=json",
-		"STACKVPS_KAFKA_CLIENT_ID=" + name,
-		"STACKVPS_KAFKA_TOPICS_RAW=" + k.Topics.Raw,
-		"STACKVPS_KAFKA_TOPICS_RAW_DLQ=" + k.Topics.RawDLQ,
-		"STACKVPS_KAFKA_TOPICS_READINGS=" + k.Topics.Readings,
-		"STACKVPS_KAFKA_TOPICS_READINGS_DLQ=" + k.Topics.ReadingsDLQ,
-		"STACKVPS_KAFKA_TOPICS_COMPLIANCE_RECORDS=" + k.Topics.ComplianceRecords,
-		"STACKVPS_KAFKA_TOPICS_NOTIFICATIONS=" + k.Topics.Notifications,
 		"STACKVPS_PIPELINE_GROUP_PREFIX=" + name,
 		"STACKVPS_PIPELINE_SHUTDOWN_TIMEOUT=10s",
 		"STACKVPS_PIPELINE_RETRY_MAX=2s",
@@ -101,6 +93,7 @@ func newDeployment(t *testing.T, fleetCfg simulate.Config, env ...string) *deplo
 		"STACKVPS_BRIDGE_SUBSCRIPTIONS=" + prefix + "/+/+",
 		"STACKVPS_BRIDGE_TOPIC_PATTERN=" + prefix + "/{provider}/{device}",
 	}
+	d.env = append(d.env, testenv.KafkaEnv(k)...)
 	d.env = append(d.env, env...)
 	if !fleetCfg.Start.IsZero() {
 		d.start = fleetCfg.Start

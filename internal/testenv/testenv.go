@@ -141,6 +141,7 @@ func Kafka(tb testing.TB, partitions int) config.Kafka {
 	t := &cfg.Topics
 	t.Raw, t.RawDLQ, t.Readings = p+t.Raw, p+t.RawDLQ, p+t.Readings
 	t.ReadingsDLQ, t.ComplianceRecords, t.Notifications = p+t.ReadingsDLQ, p+t.ComplianceRecords, p+t.Notifications
+	t.ComplianceRecordsDLQ, t.NotificationsDLQ = p+t.ComplianceRecordsDLQ, p+t.NotificationsDLQ
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	_, err := pipeline.EnsureTopics(ctx, cfg, pipeline.ContractTopics(cfg))
@@ -175,4 +176,22 @@ func Context(tb testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	tb.Cleanup(cancel)
 	return ctx
+}
+
+// KafkaEnv is the environment that points a stackvps process at k: the
+// brokers, the client id and every contract topic.
+func KafkaEnv(k config.Kafka) []string {
+	t := k.Topics
+	return []string{
+		"KAFKA_BROKERS=" + strings.Join(k.Brokers, ","),
+		"STACKVPS_KAFKA_CLIENT_ID=" + k.ClientID,
+		"STACKVPS_KAFKA_TOPICS_RAW=" + t.Raw,
+		"STACKVPS_KAFKA_TOPICS_RAW_DLQ=" + t.RawDLQ,
+		"STACKVPS_KAFKA_TOPICS_READINGS=" + t.Readings,
+		"STACKVPS_KAFKA_TOPICS_READINGS_DLQ=" + t.ReadingsDLQ,
+		"STACKVPS_KAFKA_TOPICS_COMPLIANCE_RECORDS=" + t.ComplianceRecords,
+		"STACKVPS_KAFKA_TOPICS_COMPLIANCE_RECORDS_DLQ=" + t.ComplianceRecordsDLQ,
+		"STACKVPS_KAFKA_TOPICS_NOTIFICATIONS=" + t.Notifications,
+		"STACKVPS_KAFKA_TOPICS_NOTIFICATIONS_DLQ=" + t.NotificationsDLQ,
+	}
 }
