@@ -25,18 +25,41 @@ const composeFile = "../../docker-compose.yml"
 // stackvpsHTTPPort is where every stackvps process serves /metrics.
 const stackvpsHTTPPort = 8000
 
+// composeRequiredEnv are the variables docker-compose.yml requires from the
+// environment (${VAR:?}), with a value of the right form for the tests.
+var composeRequiredEnv = []string{
+	// 32 zero bytes, base64: a well-formed key, never a real one.
+	"STACKVPS_COMPLIANCE_CREDENTIALS_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+}
+
 // loadCompose loads a compose file the way `docker compose` does, with the
 // compose specification's own loader (compose-go): schema validation,
 // interpolation, normalization, the consistency checks, relative paths
 // resolved against the file's directory and every profile enabled, so that
-// profile-gated services are checked too. Interpolation sees an empty
-// environment, not the test's, so ${VAR:-default} checks the defaults and a
-// required ${VAR:?} fails. No Docker engine or image is needed.
-func loadCompose(t *testing.T, path string) *types.Project {
+// profile-gated services are checked too. Interpolation sees only environ
+// ("KEY=value"), not the test's environment, so ${VAR:-default} checks the
+// defaults and a required ${VAR:?} not in environ fails. No Docker engine or
+// image is needed.
+func loadCompose(t *testing.T, path string, environ ...string) *types.Project {
+	t.Helper()
+	p, err := loadComposeErr(t, path, environ...)
+	require.NoError(t, err, "%s is not a valid compose file", path)
+	return p
+}
+
+// loadRepoCompose loads the repository's docker-compose.yml with the
+// variables it requires set, and extra ones.
+func loadRepoCompose(t *testing.T, extra ...string) *types.Project {
+	t.Helper()
+	return loadCompose(t, composeFile, append(slices.Clone(composeRequiredEnv), extra...)...)
+}
+
+func loadComposeErr(t *testing.T, path string, environ ...string) (*types.Project, error) {
 	t.Helper()
 	abs, err := filepath.Abs(path)
 	require.NoError(t, err)
 	opts, err := cli.NewProjectOptions([]string{abs},
+		cli.WithEnv(environ),
 		cli.WithWorkingDirectory(filepath.Dir(abs)),
 		cli.WithInterpolation(true),
 		cli.WithNormalization(true),
@@ -45,9 +68,7 @@ func loadCompose(t *testing.T, path string) *types.Project {
 		cli.WithProfiles([]string{"*"}),
 	)
 	require.NoError(t, err)
-	p, err := opts.LoadProject(t.Context())
-	require.NoError(t, err, "%s is not a valid compose file", path)
-	return p
+	return opts.LoadProject(t.Context())
 }
 
 // stackvpsServices returns, sorted, the services built from the Dockerfile:
@@ -67,9 +88,11 @@ func stackvpsServices(p *types.Project) []string {
 // the stackvps services of p, one line per problem, each naming its service:
 // a command line that checkArgs refuses (unknown command, flag or stage) and
 // an environment that config.Load refuses (unknown STACKVPS_ variable, bad
-// value). A variable given without a value (passed through from the host)
-// is not checked.
-func stackvpsServiceProblems(p *types.Project) []string {
+// value), with the configuration file STACKVPS_CONFIG names when it is set:
+// that file must be mounted (a bind mount, or a compose config or secret,
+// whose inline content is written under dir to be read). A variable given
+// without a value (passed through from the host) is not checked.
+func stackvpsServiceProblems(p *types.Project, dir string) []string {
 	names := stackvpsServices(p)
 	if len(names) == 0 {
 		return []string{"no service is built from the Dockerfile (none has build:)"}
@@ -89,12 +112,61 @@ func stackvpsServiceProblems(p *types.Project) []string {
 		if err := checkArgs(args); err != nil {
 			probs = append(probs, fmt.Sprintf("service %q: command %q is rejected by stackvps: %v", name, args, err))
 		}
-		if _, err := config.Load("", serviceEnviron(s)); err != nil {
+		cfgFile := ""
+		if v := s.Environment["STACKVPS_CONFIG"]; v != nil && *v != "" {
+			f, err := mountedFile(p, s, *v, filepath.Join(dir, name+".yaml"))
+			if err != nil {
+				probs = append(probs, fmt.Sprintf("service %q: STACKVPS_CONFIG: %v", name, err))
+				continue
+			}
+			cfgFile = f
+		}
+		if _, err := config.Load(cfgFile, serviceEnviron(s)); err != nil {
 			probs = append(probs, fmt.Sprintf("service %q: environment is rejected by config.Load: %s",
 				name, strings.ReplaceAll(err.Error(), "\n", "; ")))
 		}
 	}
 	return probs
+}
+
+// mountedFile returns the host file holding what service s sees at
+// containerPath: a bind-mounted file, or a compose config or secret (inline
+// content is written to scratch and that path returned).
+func mountedFile(p *types.Project, s types.ServiceConfig, containerPath, scratch string) (string, error) {
+	refs := map[string]types.FileObjectConfig{}
+	for _, c := range s.Configs {
+		target := c.Target
+		if target == "" {
+			target = "/" + c.Source
+		}
+		refs[target] = types.FileObjectConfig(p.Configs[c.Source])
+	}
+	for _, c := range s.Secrets {
+		target := c.Target
+		if target == "" {
+			target = "/run/secrets/" + c.Source
+		} else if !filepath.IsAbs(target) {
+			target = "/run/secrets/" + target
+		}
+		refs[target] = types.FileObjectConfig(p.Secrets[c.Source])
+	}
+	if obj, ok := refs[containerPath]; ok {
+		switch {
+		case obj.File != "":
+			return obj.File, nil
+		case obj.Content != "":
+			if err := os.WriteFile(scratch, []byte(obj.Content), 0o600); err != nil {
+				return "", err
+			}
+			return scratch, nil
+		default:
+			return "", fmt.Errorf("%s is mounted from %q, which has neither file nor content", containerPath, obj.Name)
+		}
+	}
+	if host, ok := hostPath(s, containerPath); ok {
+		return host, nil
+	}
+	return "", fmt.Errorf("nothing is mounted at %s", containerPath)
 }
 
 // serviceEnviron returns a service's environment as sorted "KEY=value"
@@ -133,10 +205,55 @@ func hostPath(s types.ServiceConfig, containerPath string) (string, bool) {
 }
 
 func TestComposeServicesRunStackvps(t *testing.T) {
-	p := loadCompose(t, composeFile)
+	p := loadRepoCompose(t)
 	require.Contains(t, stackvpsServices(p), "bridge")
-	probs := stackvpsServiceProblems(p)
+	probs := stackvpsServiceProblems(p, t.TempDir())
 	require.Empty(t, probs, "docker-compose.yml:\n%s", strings.Join(probs, "\n"))
+}
+
+// The credentials key comes from the environment only: without it compose
+// refuses the file rather than start with a key written in it.
+func TestComposeRequiresCredentialsKey(t *testing.T) {
+	_, err := loadComposeErr(t, composeFile)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "STACKVPS_COMPLIANCE_CREDENTIALS_KEY")
+	data, err := os.ReadFile(composeFile)
+	require.NoError(t, err)
+	require.NotContains(t, string(data), strings.TrimPrefix(composeRequiredEnv[0], "STACKVPS_COMPLIANCE_CREDENTIALS_KEY="))
+}
+
+// With DEMO_REGULATOR set every stackvps service reads the demo
+// configuration, which points each built-in compliance source at the
+// regulator service; without it none reads a file (the real regulators).
+func TestComposeDemoRegulator(t *testing.T) {
+	p := loadRepoCompose(t)
+	for _, name := range stackvpsServices(p) {
+		if v := p.AllServices()[name].Environment["STACKVPS_CONFIG"]; v != nil {
+			require.Empty(t, *v, "service %q: STACKVPS_CONFIG without DEMO_REGULATOR", name)
+		}
+	}
+
+	p = loadRepoCompose(t, "DEMO_REGULATOR=1")
+	reg, ok := p.AllServices()["regulator"]
+	require.True(t, ok, "no regulator service")
+	require.Contains(t, reg.Profiles, "demo", "the regulator runs only in the demo profile")
+	require.Equal(t, "regulator", []string(reg.Command)[0])
+	dir := t.TempDir()
+	probs := stackvpsServiceProblems(p, dir)
+	require.Empty(t, probs, "docker-compose.yml with DEMO_REGULATOR:\n%s", strings.Join(probs, "\n"))
+	for _, name := range []string{"migrate", "compliance", "alerts", "api"} {
+		s := p.AllServices()[name]
+		v := s.Environment["STACKVPS_CONFIG"]
+		require.True(t, v != nil && *v != "", "service %q: no STACKVPS_CONFIG with DEMO_REGULATOR", name)
+		f, err := mountedFile(p, s, *v, filepath.Join(dir, "check.yaml"))
+		require.NoError(t, err, "service %q", name)
+		cfg, err := config.Load(f, serviceEnviron(s))
+		require.NoError(t, err, "service %q", name)
+		for _, code := range config.ComplianceBuiltinSources {
+			require.True(t, strings.HasPrefix(cfg.Compliance.Sources[code].Endpoint, "http://regulator:9100/"),
+				"service %q: source %s goes to %q, not the regulator", name, code, cfg.Compliance.Sources[code].Endpoint)
+		}
+	}
 }
 
 func TestComposeCheckReportsProblems(t *testing.T) {
@@ -236,7 +353,7 @@ services:
 			dir := t.TempDir()
 			path := filepath.Join(dir, "compose.yml")
 			require.NoError(t, os.WriteFile(path, []byte("name: composecheck\n"+tt.compose), 0o600))
-			probs := stackvpsServiceProblems(loadCompose(t, path))
+			probs := stackvpsServiceProblems(loadCompose(t, path), dir)
 			require.Len(t, probs, len(tt.want), "problems:\n%s", strings.Join(probs, "\n"))
 			for i, want := range tt.want {
 				for _, sub := range want {
@@ -248,7 +365,7 @@ services:
 }
 
 func TestComposeMountedFilesExist(t *testing.T) {
-	p := loadCompose(t, composeFile)
+	p := loadRepoCompose(t)
 	root, err := filepath.Abs("../..")
 	require.NoError(t, err)
 	for _, name := range stackvpsServices(p) {
@@ -329,7 +446,7 @@ func readYAML(t *testing.T, path string, v any) {
 }
 
 func TestComposePrometheus(t *testing.T) {
-	p := loadCompose(t, composeFile)
+	p := loadRepoCompose(t)
 	prom, ok := p.Services["prometheus"]
 	require.True(t, ok, "no prometheus service")
 	cfgPath := "/etc/prometheus/prometheus.yml"
@@ -444,7 +561,7 @@ type datasourceRef struct {
 }
 
 func TestComposeGrafana(t *testing.T) {
-	p := loadCompose(t, composeFile)
+	p := loadRepoCompose(t)
 	graf, ok := p.Services["grafana"]
 	require.True(t, ok, "no grafana service")
 	prov, ok := hostPath(graf, "/etc/grafana/provisioning")
