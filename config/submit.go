@@ -22,6 +22,13 @@ type Submit struct {
 	// written off (MISSING); it also bounds how far back slots are created
 	// for a config whose start_date is older. Default 720h (30 days).
 	WriteOffAfter Duration `yaml:"write_off_after"`
+	// BackfillAfter is how long after its instant a slot still without
+	// data is looked up in the readings table (and looked up again this
+	// often while it stays empty): the slots of a config created after its
+	// data arrived, or whose readings the aggregate refused as too late.
+	// The compliance record normally fills a slot within a minute or two of
+	// its instant. Default 10m.
+	BackfillAfter Duration `yaml:"backfill_after"`
 	// UnknownAfter is how long a SENT slot may wait for its outcome (a
 	// timeout, a crash between sending and recording) before it is sent
 	// again relying on the regulator's duplicate answer, or, for a protocol
@@ -48,6 +55,7 @@ func defaultSubmit() Submit {
 		MaintainInterval: Duration(time.Minute),
 		MissingAfter:     Duration(6 * time.Hour),
 		WriteOffAfter:    Duration(720 * time.Hour),
+		BackfillAfter:    Duration(10 * time.Minute),
 		UnknownAfter:     Duration(15 * time.Minute),
 		BackoffInitial:   Duration(30 * time.Second),
 		BackoffMax:       Duration(time.Hour),
@@ -62,6 +70,7 @@ func (s Submit) validate(p *problems) {
 	p.positive("submit.maintain_interval", s.MaintainInterval)
 	p.positive("submit.missing_after", s.MissingAfter)
 	p.positive("submit.write_off_after", s.WriteOffAfter)
+	p.positive("submit.backfill_after", s.BackfillAfter)
 	p.positive("submit.unknown_after", s.UnknownAfter)
 	p.positive("submit.backoff_initial", s.BackoffInitial)
 	p.positive("submit.backoff_max", s.BackoffMax)

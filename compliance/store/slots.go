@@ -202,8 +202,8 @@ const (
 // ERROR, REJECTED or MISSING. A REJECTED slot whose rejection was local
 // (invalid data) goes back to PENDING with the new data; a MISSING one
 // keeps its status (a resubmission sends it). After SENT or CONFIRMED a
-// higher version goes to the correction column, never resent
-// automatically. Idempotent: the same (slot, version) twice changes nothing.
+// higher version with other values goes to the correction column, never
+// resent automatically. Idempotent: the same (slot, version) twice changes nothing.
 // ErrInvalid when slotAt is not a slot of the config's frequency or is out
 // of its dates; ErrNotFound when the config does not exist.
 func (s *Store) FillSlot(ctx context.Context, configID int64, slotAt time.Time, v compliance.Values, version int) (FillResult, error) {
@@ -245,9 +245,11 @@ func (s *Store) FillSlot(ctx context.Context, configID int64, slotAt time.Time, 
 		var corr *int
 		var hasData bool
 		var lastOutcome *string
-		err = tx.QueryRow(ctx, `SELECT id, status, data_version, correction_version, data IS NOT NULL, last_outcome
-			FROM compliance_submissions WHERE config_id = $1 AND slot_at = $2 FOR UPDATE`, c.ID, slotAt).
-			Scan(&id, &status, &cur, &corr, &hasData, &lastOutcome)
+		var same bool
+		err = tx.QueryRow(ctx, `SELECT id, status, data_version, correction_version, data IS NOT NULL, last_outcome,
+				coalesce(data = $3::jsonb, false)
+			FROM compliance_submissions WHERE config_id = $1 AND slot_at = $2 FOR UPDATE`, c.ID, slotAt, data).
+			Scan(&id, &status, &cur, &corr, &hasData, &lastOutcome, &same)
 		if err != nil {
 			return fmt.Errorf("reading slot %s of %s: %w", slotAt.Format(time.RFC3339), configWhat(c.ID), err)
 		}
@@ -267,7 +269,9 @@ func (s *Store) FillSlot(ctx context.Context, configID int64, slotAt time.Time, 
 				updated_at = now() WHERE id = $1`, id, data, version, newStatus)
 			res = Filled
 		default: // SENT, CONFIRMED: the data that went out stays.
-			if version <= cur || (corr != nil && version <= *corr) {
+			// Equal values are no correction (e.g. the record of a slot
+			// filled from the readings table before it arrived).
+			if version <= cur || (corr != nil && version <= *corr) || same {
 				res = Stale
 				return nil
 			}

@@ -38,6 +38,9 @@ func (s *Submit) lead(ctx context.Context, source string) {
 		}
 	}
 	defer closeConn()
+	// A standby reports 0, so "no leader" is max(leader) == 0 across
+	// replicas rather than an absent series.
+	s.met.leader.WithLabelValues(source).Set(0)
 	for ctx.Err() == nil {
 		if conn == nil {
 			var err error

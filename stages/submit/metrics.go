@@ -18,6 +18,7 @@ type metrics struct {
 	leader      *prometheus.GaugeVec
 	created     prometheus.Counter
 	writtenOff  prometheus.Counter
+	backfilled  prometheus.Counter
 	maintainErr prometheus.Counter
 }
 
@@ -47,11 +48,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "PENDING slots created ahead of time by slot maintenance."}),
 		writtenOff: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "slots_written_off_total",
 			Help: "Slots written off (MISSING) after submit.write_off_after without data."}),
+		backfilled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "slots_backfilled_total",
+			Help: "Slots filled from the readings table because no compliance record filled them within submit.backfill_after."}),
 		maintainErr: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "maintenance_errors_total",
 			Help: "Slot maintenance rounds that failed (database unavailable)."}),
 	}
 	for _, c := range []prometheus.Collector{m.records, m.filled, m.attempts, m.latency, m.slots, m.oldest, m.leader,
-		m.created, m.writtenOff, m.maintainErr} {
+		m.created, m.writtenOff, m.backfilled, m.maintainErr} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering submit metrics: %w", err)
 		}

@@ -99,6 +99,22 @@ func (s *Submit) wake(source string) {
 	}
 }
 
+// wakeAll wakes every source's submitter running in this process.
+func (s *Submit) wakeAll() {
+	s.mu.Lock()
+	chans := make([]chan struct{}, 0, len(s.wakeup))
+	for _, ch := range s.wakeup {
+		chans = append(chans, ch)
+	}
+	s.mu.Unlock()
+	for _, ch := range chans {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Run submits until ctx is done: slot maintenance every
 // submit.maintain_interval, and one leader loop per source (new sources
 // are picked up at each maintenance round). It returns nil once ctx is
@@ -145,6 +161,15 @@ func (s *Submit) maintain(ctx context.Context) {
 	n, err := s.deps.Store.EnsureSlots(ctx, now, s.cfg.SlotsAhead.Std(), s.cfg.WriteOffAfter.Std())
 	s.met.created.Add(float64(n))
 	if err == nil {
+		var b store.Backfilled
+		b, err = s.deps.Store.BackfillFromReadings(ctx, now, s.cfg.BackfillAfter.Std(), 10*s.cfg.BatchSize)
+		s.met.backfilled.Add(float64(b.Filled))
+		if b.Filled > 0 {
+			s.log.Info("slots filled from the readings table", "checked", b.Checked, "filled", b.Filled)
+			s.wakeAll()
+		}
+	}
+	if err == nil {
 		var w int
 		w, err = s.deps.Store.WriteOff(ctx, now, s.cfg.WriteOffAfter.Std())
 		s.met.writtenOff.Add(float64(w))
@@ -157,6 +182,7 @@ func (s *Submit) maintain(ctx context.Context) {
 		var oldest map[string]time.Time
 		if counts, oldest, err = s.deps.Store.StatusCounts(ctx); err == nil {
 			s.met.slots.Reset()
+			s.met.oldest.Reset()
 			for src, by := range counts {
 				for _, st := range store.Statuses {
 					s.met.slots.WithLabelValues(src, st).Set(float64(by[st]))

@@ -57,6 +57,7 @@ CREATE TABLE compliance_submissions (
     period_end         timestamptz NOT NULL,
     data               jsonb,
     data_version       integer     NOT NULL DEFAULT 0,
+    data_checked_at    timestamptz,
     correction         jsonb,
     correction_version integer,
     status             text        NOT NULL DEFAULT 'PENDING'
@@ -94,7 +95,8 @@ CREATE INDEX compliance_submissions_slot_idx ON compliance_submissions (slot_at 
 COMMENT ON TABLE compliance_submissions IS 'One reporting slot of one config: the values to report at slot_at and where their submission stands. status PENDING (waiting for data or its turn), SENT (a request is out or its outcome is unknown), CONFIRMED (the regulator holds it: receipt), REJECTED (refused; retried after retry_rejected_after while next_attempt_at is set, terminal when it is NULL), ERROR (network/5xx: retried with backoff at next_attempt_at; or needs review when next_attempt_at is NULL), MISSING (written off after submit.write_off_after without data). "Missing" for alerts: PENDING with data NULL and slot_at older than submit.missing_after.';
 COMMENT ON COLUMN compliance_submissions.slot_at IS 'The instant reported, UTC (DGA fechaMedicion/horaMedicion rendered in the source''s zone).';
 COMMENT ON COLUMN compliance_submissions.data IS 'Values to report, canonical units ({"flow":L/s,"totalizer":m3,"level":m}, only the source''s variables); NULL = no data yet. Never changed once the slot was SENT or CONFIRMED: later data goes to correction.';
-COMMENT ON COLUMN compliance_submissions.data_version IS 'Version of the compliance record data came from (aggregate: readings it reflects); only a higher version replaces data.';
+COMMENT ON COLUMN compliance_submissions.data_version IS 'Version of the compliance record data came from (aggregate: readings it reflects; 0 = read from the readings table because no record filled the slot); only a higher version replaces data.';
+COMMENT ON COLUMN compliance_submissions.data_checked_at IS 'When the submit stage last looked for this slot''s values in the readings table (a slot still without data submit.backfill_after after its instant, e.g. of a config created after its data arrived); NULL = never.';
 COMMENT ON COLUMN compliance_submissions.correction IS 'Data of a higher version that arrived after the slot was sent or confirmed: recorded, never sent automatically; a requested resubmission sends it.';
 COMMENT ON COLUMN compliance_submissions.last_outcome IS 'Outcome of the latest finished attempt: confirmed, rejected, rejected_terminal, transient, rate_limited, unknown, invalid.';
 COMMENT ON COLUMN compliance_submissions.attempts IS 'Attempts made for this slot, all rounds; equal to its rows in compliance_attempts.';
