@@ -9,7 +9,8 @@
 // [Notifier.Process] resolves the user's channels (point_notifications of
 // the point: channels, webhook_url, phone, language; users.email; a
 // notification about no point, such as system or daily_report to
-// administrators, goes to in_app and email), renders the type's template in
+// administrators, goes to in_app, and to email when notify.email.host is
+// set), renders the type's template in
 // the user's language, and inserts one notification_deliveries row per
 // channel in one transaction, ON CONFLICT DO NOTHING on (notification id,
 // channel). The runtime commits the Kafka offset only after Process

@@ -228,7 +228,7 @@ func TestWebhookStatusesIntegration(t *testing.T) {
 
 // TestInAppIntegration: in-app messages land once in the inbox, even when
 // the record is processed twice; a notification about no point goes to an
-// administrator's inbox and email.
+// administrator's inbox and email (in-app only without an SMTP server).
 func TestInAppIntegration(t *testing.T) {
 	e := newEnv(t)
 	ms := newMailServer(t)
@@ -260,6 +260,20 @@ func TestInAppIntegration(t *testing.T) {
 	require.Len(t, ms.messages(), 1)
 	require.Equal(t, []string{"root@example.cl"}, ms.messages()[0].To)
 	require.Len(t, e.deliveries(), 3, "in_app for the user; in_app and email for the administrator")
+
+	// Without an SMTP server configured, a notification about no point goes
+	// in-app only, rather than to an email delivery bound to fail.
+	noMail := testConfig()
+	noMail.Email.Host = ""
+	n2, _ := e.notifier(noMail, notify.Deps{})
+	sys2 := sys
+	sys2.ID = "health-2"
+	e.process(n2, sys2)
+	e.waitStatus("in_app", "sent", "health-2")
+	var channels []string
+	require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT array_agg(channel ORDER BY channel) FROM notification_deliveries
+		WHERE notification_id = 'health-2'`).Scan(&channels))
+	require.Equal(t, []string{"in_app"}, channels)
 
 	// The user reads the message through the API, and only theirs.
 	api := newInboxAPI(t, e)

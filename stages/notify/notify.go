@@ -238,7 +238,12 @@ func (n *Notifier) enqueue(ctx context.Context, userID int64, no schemas.Notific
 	case !rc.active:
 		return "skipped_inactive_user", nil, nil
 	}
-	channels, lang, zone := []string{ChannelInApp, ChannelEmail}, no.Data["language"], no.Data["time_zone"]
+	// About no point (system, daily_report): in-app, and email when an
+	// SMTP server is configured (otherwise every such email would fail).
+	channels, lang, zone := []string{ChannelInApp}, no.Data["language"], no.Data["time_zone"]
+	if n.cfg.Email.Host != "" {
+		channels = append(channels, ChannelEmail)
+	}
 	if point != "" {
 		switch {
 		case !rc.hasPrefs || !rc.prefActive:
