@@ -30,6 +30,15 @@
 // submit.missing_after); slots still without data after
 // submit.write_off_after become MISSING. It also refreshes the gauges.
 //
+// A slot can miss its record: the config was created (or its dates widened)
+// after the records of its past slots went by, or the aggregate refused the
+// readings as too late. Maintenance therefore looks a slot still without
+// data submit.backfill_after past its instant up in the readings table
+// (store.BackfillFromReadings: the aggregate's rule, only once the point has
+// a reading after the slot's minute; version 0, so a record arriving before
+// the slot is sent replaces the values), and again that often while it
+// stays empty. Nothing is fabricated: a slot without readings stays empty.
+//
 // # Submitting
 //
 // One submitter loop runs per source in every replica, but only the holder
