@@ -119,13 +119,49 @@ func jsonCall(w http.ResponseWriter, r *http.Request, pathKey string, body any) 
 			return "", err
 		}
 	}
+	return v, noParamsBody(w, r, body)
+}
+
+// jsonIDCall is jsonCall for a path parameter "id" that is a positive
+// integer: badID is the message of the 400 when it is not (pathID).
+func jsonIDCall(w http.ResponseWriter, r *http.Request, badID string, body any) (int64, error) {
+	if _, err := negotiate(r, jsonOnly); err != nil {
+		return 0, err
+	}
+	id, err := pathID(r, "id", badID)
+	if err != nil {
+		return 0, err
+	}
+	return id, noParamsBody(w, r, body)
+}
+
+// noParamsBody is the end of jsonCall: no query parameters and, when body
+// is not nil, the JSON body decoded into it.
+func noParamsBody(w http.ResponseWriter, r *http.Request, body any) error {
 	if err := noParams(r); err != nil {
-		return "", err
+		return err
 	}
 	if body != nil {
-		if err := decodeBody(w, r, body); err != nil {
-			return "", err
-		}
+		return decodeBody(w, r, body)
 	}
-	return v, nil
+	return nil
+}
+
+// jsonParams is what a JSON-only call with query parameters shares: it
+// answers JSON and parses the query string as parseParams does.
+func jsonParams(r *http.Request, known []string, multi ...string) (params, error) {
+	if _, err := negotiate(r, jsonOnly); err != nil {
+		return params{}, err
+	}
+	return parseParams(r, known, multi...)
+}
+
+// writeList answers 200 with the list {"results": [...]} of each of xs
+// shown by show.
+func writeList[S, T any](w http.ResponseWriter, xs []S, show func(S) T) {
+	out := listJSON[T]{Results: make([]T, len(xs))}
+	for i, x := range xs {
+		out.Results[i] = show(x)
+	}
+	writeJSON(w, http.StatusOK, out)
 }

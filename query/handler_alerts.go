@@ -131,18 +131,9 @@ func fromAlerts(err error, param string) error {
 	return fromAccounts(err, param)
 }
 
-// idParam returns the positive integer path parameter "id".
-func idParam(r *http.Request) (int64, error) {
-	s, err := pathParam(r, "id")
-	if err != nil {
-		return 0, err
-	}
-	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, badParam("id", "must be a positive integer; got %s", quoted(s))
-	}
-	return id, nil
-}
+// alertBadID is the message of the 400 of a rule or alert id in the path
+// that is not a positive integer (pathID).
+const alertBadID = "must be a positive integer; got %s"
 
 // parseRenotify parses a renotify_interval ("" for none).
 func parseRenotify(s string) (time.Duration, error) {
@@ -163,28 +154,19 @@ func (a *API) handleListRules(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	p, err := parseParams(r, []string{"point"})
+	p, err := jsonParams(r, []string{"point"})
 	if err != nil {
 		return err
 	}
-	point := p.get("point")
-	if p.has("point") {
-		if err := checkIdent("point", point); err != nil {
-			return err
-		}
+	point, err := identParam(p, "point")
+	if err != nil {
+		return err
 	}
 	rules, err := store.Rules(r.Context(), principal(r), point)
 	if err != nil {
 		return fromAlerts(err, "point")
 	}
-	out := listJSON[ruleJSON]{Results: make([]ruleJSON, len(rules))}
-	for i, rl := range rules {
-		out.Results[i] = toRuleJSON(rl)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, rules, toRuleJSON)
 	return nil
 }
 
@@ -243,7 +225,7 @@ func (a *API) handleGetRule(w http.ResponseWriter, r *http.Request) error {
 	if _, err := jsonCall(w, r, "", nil); err != nil {
 		return err
 	}
-	id, err := idParam(r)
+	id, err := pathID(r, "id", alertBadID)
 	if err != nil {
 		return err
 	}
@@ -322,7 +304,7 @@ func (a *API) handleUpdateRule(w http.ResponseWriter, r *http.Request) error {
 	if _, err := jsonCall(w, r, "", &patch); err != nil {
 		return err
 	}
-	id, err := idParam(r)
+	id, err := pathID(r, "id", alertBadID)
 	if err != nil {
 		return err
 	}
@@ -346,7 +328,7 @@ func (a *API) handleDeleteRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := idParam(r)
+	id, err := pathID(r, "id", alertBadID)
 	if err != nil {
 		return err
 	}
@@ -367,25 +349,18 @@ func (a *API) handleListAlerts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	p, err := parseParams(r, []string{"point", "state", "before", "page_size"})
+	p, err := jsonParams(r, []string{"point", "state", "before", "page_size"})
 	if err != nil {
 		return err
 	}
-	f := alerts.AlertFilter{Point: p.get("point"), State: p.get("state")}
-	if p.has("point") {
-		if err := checkIdent("point", f.Point); err != nil {
-			return err
-		}
+	f := alerts.AlertFilter{State: p.get("state")}
+	if f.Point, err = identParam(p, "point"); err != nil {
+		return err
 	}
 	if p.has("before") {
-		n, err := strconv.ParseInt(p.get("before"), 10, 64)
-		if err != nil || n <= 0 {
-			return badParam("before", "must be a positive alert id; got %s", quoted(p.get("before")))
+		if f.BeforeID, err = positiveInt("before", p.get("before"), "must be a positive alert id; got %s"); err != nil {
+			return err
 		}
-		f.BeforeID = n
 	}
 	if f.Limit, err = pageSizeParam(p, 100, 1000); err != nil {
 		return err
@@ -394,11 +369,7 @@ func (a *API) handleListAlerts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fromAlerts(err, "point")
 	}
-	out := listJSON[alertJSON]{Results: make([]alertJSON, len(list))}
-	for i, al := range list {
-		out.Results[i] = toAlertJSON(al)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, list, toAlertJSON)
 	return nil
 }
 
@@ -409,14 +380,8 @@ func (a *API) handleAcknowledgeAlert(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	id, err := idParam(r)
+	id, err := jsonIDCall(w, r, alertBadID, nil)
 	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
 		return err
 	}
 	al, err := store.Acknowledge(r.Context(), principal(r), id)

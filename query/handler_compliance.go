@@ -108,11 +108,7 @@ func (a *API) handleListSources(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := listJSON[sourceJSON]{Results: make([]sourceJSON, len(srcs))}
-	for i, s := range srcs {
-		out.Results[i] = toSourceJSON(s)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, srcs, toSourceJSON)
 	return nil
 }
 
@@ -331,10 +327,7 @@ func (a *API) handleCreateConfig(w http.ResponseWriter, r *http.Request) error {
 // handleListConfigs serves GET /api/compliance/configs/: the configs of
 // the points the caller can read.
 func (a *API) handleListConfigs(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	p, err := parseParams(r, []string{"point", "source", "active"})
+	p, err := jsonParams(r, []string{"point", "source", "active"})
 	if err != nil {
 		return err
 	}
@@ -343,23 +336,17 @@ func (a *API) handleListConfigs(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var f cstore.ConfigFilter
-	if p.has("point") {
-		if err := checkIdent("point", p.get("point")); err != nil {
-			return err
-		}
-		f.Point = p.get("point")
+	if f.Point, err = identParam(p, "point"); err != nil {
+		return err
 	}
-	if p.has("source") {
-		if err := checkIdent("source", p.get("source")); err != nil {
-			return err
-		}
-		f.Source = p.get("source")
+	if f.Source, err = identParam(p, "source"); err != nil {
+		return err
 	}
 	var active *bool
 	if p.has("active") {
-		v, err := strconv.ParseBool(p.get("active"))
+		v, err := boolParam(p, "active")
 		if err != nil {
-			return badParam("active", "%s: want true or false", quoted(p.get("active")))
+			return err
 		}
 		active = &v
 	}
@@ -408,18 +395,12 @@ func (a *API) complianceVisiblePoints(ctx context.Context, p accounts.Principal)
 	return pts, nil
 }
 
-// complianceID returns the positive integer id of the path.
-func complianceID(r *http.Request, what string) (int64, error) {
-	raw, err := pathParam(r, "id")
-	if err != nil {
-		return 0, err
-	}
-	id, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, badParam("id", "%s: want a %s id (a positive integer)", quoted(raw), what)
-	}
-	return id, nil
-}
+// Messages of the 400 of a path id that is not a positive integer
+// (jsonIDCall).
+const (
+	configBadID = "%s: want a config id (a positive integer)"
+	slotBadID   = "%s: want a slot id (a positive integer)"
+)
 
 // configNotFound is the one answer for a config that does not exist and
 // for one of a point the caller cannot read.
@@ -438,13 +419,20 @@ func (a *API) visibleConfig(r *http.Request, cs ComplianceStore, id int64, perm 
 	if err != nil {
 		return c, err
 	}
-	if err := a.acc.Can(r.Context(), principal(r), c.Point, perm); err != nil {
+	return c, a.canOrHidden(r, c.Point, perm, configNotFound(id))
+}
+
+// canOrHidden checks that the caller has perm on point, the point of what
+// the path id names: when the caller cannot read the point the answer is
+// notFound, the same as for an id that does not exist.
+func (a *API) canOrHidden(r *http.Request, point string, perm accounts.Permission, notFound *Error) error {
+	if err := a.acc.Can(r.Context(), principal(r), point, perm); err != nil {
 		if errors.Is(err, accounts.ErrNotFound) {
-			return c, configNotFound(id)
+			return notFound
 		}
-		return c, fromAccounts(err, "id")
+		return fromAccounts(err, "id")
 	}
-	return c, nil
+	return nil
 }
 
 // configLocation returns the zone of the config's source.
@@ -462,14 +450,8 @@ func configLocation(ctx context.Context, cs ComplianceStore, c cstore.Config) (c
 
 // handleGetConfig serves GET /api/compliance/configs/{id}/.
 func (a *API) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	id, err := complianceID(r, "config")
+	id, err := jsonIDCall(w, r, configBadID, nil)
 	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
 		return err
 	}
 	cs, err := a.compliance()
@@ -501,18 +483,9 @@ type configPatch struct {
 // handleUpdateConfig serves PATCH /api/compliance/configs/{id}/
 // (manage_compliance on its point). Audited.
 func (a *API) handleUpdateConfig(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	id, err := complianceID(r, "config")
-	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
-		return err
-	}
 	var patch configPatch
-	if err := decodeBody(w, r, &patch); err != nil {
+	id, err := jsonIDCall(w, r, configBadID, &patch)
+	if err != nil {
 		return err
 	}
 	cs, err := a.compliance()
@@ -582,18 +555,9 @@ type configEnd struct {
 // (manage_compliance): the config stops at end_date (exclusive); its
 // history stays. Audited.
 func (a *API) handleEndConfig(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	id, err := complianceID(r, "config")
-	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
-		return err
-	}
 	var in configEnd
-	if err := decodeBody(w, r, &in); err != nil {
+	id, err := jsonIDCall(w, r, configBadID, &in)
+	if err != nil {
 		return err
 	}
 	cs, err := a.compliance()
@@ -789,11 +753,8 @@ func (a *API) handleListSlots(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if p.has("source") {
-		if err := checkIdent("source", p.get("source")); err != nil {
-			return err
-		}
-		f.Source = p.get("source")
+	if f.Source, err = identParam(p, "source"); err != nil {
+		return err
 	}
 	for _, st := range p.list("status") {
 		st = strings.ToUpper(st)
@@ -951,18 +912,9 @@ func slotNotFound(id int64) *Error {
 // (manage_compliance on the slot's point): the slot goes back to PENDING
 // in a new round. 409 when its state does not allow it. Audited.
 func (a *API) handleResubmit(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	id, err := complianceID(r, "slot")
-	if err != nil {
-		return err
-	}
-	if err := noParams(r); err != nil {
-		return err
-	}
 	var in resubmitInput
-	if err := decodeBody(w, r, &in); err != nil {
+	id, err := jsonIDCall(w, r, slotBadID, &in)
+	if err != nil {
 		return err
 	}
 	cs, err := a.compliance()
@@ -984,11 +936,8 @@ func (a *API) handleResubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := a.acc.Can(ctx, pr, s.Point, accounts.PermManageCompliance); err != nil {
-		if errors.Is(err, accounts.ErrNotFound) {
-			return slotNotFound(id)
-		}
-		return fromAccounts(err, "id")
+	if err := a.canOrHidden(r, s.Point, accounts.PermManageCompliance, slotNotFound(id)); err != nil {
+		return err
 	}
 	s, err = cs.RequestResubmission(ctx, pr, id, reason)
 	if err != nil {

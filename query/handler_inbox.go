@@ -75,10 +75,7 @@ func (a *API) inbox() (Inbox, error) {
 // handleListInbox serves GET /api/notifications/: the caller's in-app
 // messages, newest first, keyset-paginated.
 func (a *API) handleListInbox(w http.ResponseWriter, r *http.Request) error {
-	if _, err := negotiate(r, jsonOnly); err != nil {
-		return err
-	}
-	p, err := parseParams(r, []string{"unread", "page_size", "cursor"})
+	p, err := jsonParams(r, []string{"unread", "page_size", "cursor"})
 	if err != nil {
 		return err
 	}
@@ -86,11 +83,9 @@ func (a *API) handleListInbox(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	unread := false
-	if p.has("unread") {
-		if unread, err = strconv.ParseBool(p.get("unread")); err != nil {
-			return badParam("unread", "%s: want true or false", quoted(p.get("unread")))
-		}
+	unread, err := boolParam(p, "unread")
+	if err != nil {
+		return err
 	}
 	size, err := pageSizeParam(p, inboxDefaultPage, inboxMaxPage)
 	if err != nil {
@@ -98,8 +93,8 @@ func (a *API) handleListInbox(w http.ResponseWriter, r *http.Request) error {
 	}
 	var before int64
 	if p.has("cursor") {
-		if before, err = strconv.ParseInt(p.get("cursor"), 10, 64); err != nil || before <= 0 {
-			return badParam("cursor", "%s: not a cursor of this API; use next_cursor of the previous page", quoted(p.get("cursor")))
+		if before, err = positiveInt("cursor", p.get("cursor"), "%s: not a cursor of this API; use next_cursor of the previous page"); err != nil {
+			return err
 		}
 	}
 	user := principal(r).UserID()
@@ -139,9 +134,9 @@ func (a *API) handleReadInbox(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || id <= 0 {
-		return badParam("id", "%s: want a message id", quoted(raw))
+	id, err := positiveInt("id", raw, "%s: want a message id")
+	if err != nil {
+		return err
 	}
 	m, err := in.MarkRead(r.Context(), principal(r).UserID(), id)
 	if errors.Is(err, ErrInboxNotFound) {

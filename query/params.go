@@ -211,6 +211,53 @@ func pageSizeParam(p params, def, maxSize int) (int, error) {
 	return n, nil
 }
 
+// identParam returns the parameter name validated as an identifier
+// (checkIdent), or "" when it is absent.
+func identParam(p params, name string) (string, error) {
+	if !p.has(name) {
+		return "", nil
+	}
+	v := p.get(name)
+	if err := checkIdent(name, v); err != nil {
+		return "", err
+	}
+	return v, nil
+}
+
+// boolParam returns the parameter name as true or false (false when it is
+// absent).
+func boolParam(p params, name string) (bool, error) {
+	if !p.has(name) {
+		return false, nil
+	}
+	v, err := strconv.ParseBool(p.get(name))
+	if err != nil {
+		return false, badParam(name, "%s: want true or false", quoted(p.get(name)))
+	}
+	return v, nil
+}
+
+// positiveInt parses s, the value of param, as a positive int64. When it is
+// not one the error is a 400 naming param whose message is format with s,
+// quoted, for its one %s.
+func positiveInt(param, s, format string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, badParam(param, format, quoted(s))
+	}
+	return n, nil
+}
+
+// pathID returns the path parameter name (pathParam) as a positive int64
+// (positiveInt with format).
+func pathID(r *http.Request, name, format string) (int64, error) {
+	s, err := pathParam(r, name)
+	if err != nil {
+		return 0, err
+	}
+	return positiveInt(name, s, format)
+}
+
 // pathParam returns the decoded path parameter name, validated as an
 // identifier. chi matches on the raw path when the URL has escapes that
 // change its meaning (%2F), and then returns the value still escaped.
