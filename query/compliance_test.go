@@ -112,6 +112,24 @@ func (cf *complianceFixture) call(t *testing.T, role string, rq req, want int) r
 	return res
 }
 
+// ids gets the list at path as role (200) and returns the ids of its
+// results, in order.
+func (cf *complianceFixture) ids(t *testing.T, role, path string) []int64 {
+	t.Helper()
+	res := cf.call(t, role, req{method: http.MethodGet, path: path}, http.StatusOK)
+	var body struct {
+		Results []struct {
+			ID int64 `json:"id"`
+		} `json:"results"`
+	}
+	require.NoError(t, json.Unmarshal(res.body, &body))
+	ids := []int64{}
+	for _, r := range body.Results {
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
 // requireParam checks a 400-class answer names param.
 func requireParam(t *testing.T, res response, param, contains string) {
 	t.Helper()
@@ -288,18 +306,7 @@ func TestComplianceAPIIntegration(t *testing.T) {
 	// Read: only the points the caller can read.
 	listIDs := func(role, query string) []int64 {
 		t.Helper()
-		res := cf.call(t, role, get("/api/compliance/configs/"+query), http.StatusOK)
-		var body struct {
-			Results []struct {
-				ID int64 `json:"id"`
-			} `json:"results"`
-		}
-		require.NoError(t, json.Unmarshal(res.body, &body))
-		ids := []int64{}
-		for _, r := range body.Results {
-			ids = append(ids, r.ID)
-		}
-		return ids
+		return cf.ids(t, role, "/api/compliance/configs/"+query)
 	}
 	require.Equal(t, []int64{ownID, smaID}, listIDs(roleSecondary, ""))
 	require.Equal(t, []int64{foreignID}, listIDs(roleStranger, ""))
@@ -419,18 +426,7 @@ func TestComplianceAPIIntegration(t *testing.T) {
 
 	slotIDs := func(role, query string) []int64 {
 		t.Helper()
-		res := cf.call(t, role, get("/api/compliance/data/"+query), http.StatusOK)
-		var body struct {
-			Results []struct {
-				ID int64 `json:"id"`
-			} `json:"results"`
-		}
-		require.NoError(t, json.Unmarshal(res.body, &body))
-		ids := []int64{}
-		for _, r := range body.Results {
-			ids = append(ids, r.ID)
-		}
-		return ids
+		return cf.ids(t, role, "/api/compliance/data/"+query)
 	}
 	require.Len(t, slotIDs(roleStranger, ""), 2, "only the stranger's point")
 	require.Len(t, slotIDs(roleAdmin, ""), 7)
