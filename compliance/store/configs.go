@@ -282,6 +282,9 @@ func (s *Store) CreateConfig(ctx context.Context, actor Actor, nc NewConfig) (Co
 		if err != nil {
 			return nil, fmt.Errorf("creating the config of %s for %s: %w", nc.Point, nc.Source, err)
 		}
+		if err := defaultComplianceRules(ctx, tx, actor, out.Point); err != nil {
+			return nil, err
+		}
 		return &audit.Entry{Action: "compliance_config.create", EntityType: "compliance_config",
 			EntityID: fmt.Sprint(out.ID), Point: out.Point, After: out.audit()}, nil
 	})
@@ -374,4 +377,44 @@ func pruneSlots(ctx context.Context, tx pgx.Tx, c Config, src compliance.Source)
 		return fmt.Errorf("removing the slots out of %s's range: %w", configWhat(c.ID), err)
 	}
 	return nil
+}
+
+// defaultComplianceRules gives point, in tx, the alert rules
+// compliance_missing and compliance_rejected (point-wide, warning and
+// critical, default parameters) unless it has a rule of that kind already,
+// so whoever is subscribed to those notification types hears of a missing
+// or rejected slot without anybody having to think of a rule first. They
+// are ordinary rules: changed or deleted through /api/alerts/rules/, and
+// not created again for the point's next config. Each is audited.
+func defaultComplianceRules(ctx context.Context, tx pgx.Tx, actor Actor, point string) error {
+	for _, r := range []struct{ kind, severity string }{
+		{"compliance_missing", "warning"},
+		{"compliance_rejected", "critical"},
+	} {
+		var id int64
+		err := tx.QueryRow(ctx, `INSERT INTO alert_rules (point, kind, severity, created_by)
+			SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM alert_rules WHERE point = $1 AND kind = $2)
+			RETURNING id`, point, r.kind, r.severity, nullID(actor.UserID())).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("creating the default %s rule of %s: %w", r.kind, point, err)
+		}
+		if err := audit.Record(ctx, tx, audit.Entry{ActorUserID: actor.UserID(), Actor: actor.Actor(),
+			Action: "alert_rule.create", EntityType: "alert_rule", EntityID: fmt.Sprint(id), Point: point,
+			After: map[string]any{"id": id, "point": point, "kind": r.kind, "severity": r.severity, "params": map[string]any{},
+				"active": true, "default_for": "compliance_config"}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nullID is id, or NULL for 0 (the system or the command line).
+func nullID(id int64) *int64 {
+	if id == 0 {
+		return nil
+	}
+	return &id
 }
