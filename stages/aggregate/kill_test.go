@@ -2,12 +2,8 @@ package aggregate_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"syscall"
 	"testing"
@@ -25,12 +21,12 @@ import (
 	"github.com/stackvps/stackvps/stages/aggregate"
 )
 
-// childEnv makes the test binary run the aggregate stage (childMain)
-// instead of the tests: the kill test starts it as a real process and kills
-// it with SIGKILL.
-const childEnv = "STACKVPS_AGGREGATE_TEST_CHILD"
+// childName is the child process that runs the aggregate stage
+// (childMain) instead of the tests: the kill test starts it as a real
+// process and kills it with SIGKILL.
+const childName = "aggregate"
 
-// childConfig is what the parent passes its child, as JSON in childEnv.
+// childConfig is what the parent passes its child.
 type childConfig struct {
 	Kafka     config.Kafka
 	Group     string
@@ -38,23 +34,13 @@ type childConfig struct {
 }
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		if err := childMain(spec); err != nil {
-			fmt.Fprintln(os.Stderr, "aggregate child:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testenv.RunChild(childName, childMain)
 	os.Exit(m.Run())
 }
 
 // childMain runs the aggregate stage as `stackvps run --stages aggregate`
 // will, until SIGTERM or SIGKILL.
-func childMain(spec string) error {
-	var cc childConfig
-	if err := json.Unmarshal([]byte(spec), &cc); err != nil {
-		return fmt.Errorf("parsing %s: %w", childEnv, err)
-	}
+func childMain(cc childConfig) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -86,40 +72,6 @@ func childMain(spec string) error {
 		return err
 	}
 	return st.Run(ctx)
-}
-
-// startChild starts the stage in a child process.
-func startChild(t *testing.T, cc childConfig) *exec.Cmd {
-	t.Helper()
-	spec, err := json.Marshal(cc)
-	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
-	cmd.Stderr = testWriter{t}
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
-	return cmd
-}
-
-// kill9 kills the child with SIGKILL: no drain, no flush, no commit.
-func kill9(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	err := cmd.Wait()
-	var exit *exec.ExitError
-	require.True(t, errors.As(err, &exit), "the child was killed: %v", err)
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("child: %s", p)
-	return len(p), nil
 }
 
 // committed returns the group's committed offsets, per partition.
@@ -214,7 +166,7 @@ func killMidHour(t *testing.T, lateness time.Duration, released bool) {
 
 	// Hour A, and hour B up to :29 (A's slot bucket is B's first minute).
 	k.produce(t, readings(0, 90))
-	first := startChild(t, cc)
+	first := testenv.StartChild(t, childName, cc)
 	require.Eventually(t, func() bool { return len(emitted("P1", hourA)) > 0 && len(emitted("P2", hourA)) > 0 },
 		60*time.Second, 100*time.Millisecond, "hour A is emitted")
 	require.Eventually(t, func() bool { return heldPast(0) }, 30*time.Second, 100*time.Millisecond, "offsets are committed")
@@ -227,13 +179,13 @@ func killMidHour(t *testing.T, lateness time.Duration, released bool) {
 	} else {
 		time.Sleep(300 * time.Millisecond)
 	}
-	kill9(t, first)
+	testenv.Kill9(t, first)
 	require.Empty(t, emitted("P1", hourB), "hour B was open when the stage died")
 	t.Logf("committed at the kill: %v", committed(t, k.cfg, group+"-aggregate"))
 
 	// The rest of hour B and its slot bucket arrive while the stage is down.
 	k.produce(t, readings(105, 123))
-	second := startChild(t, cc)
+	second := testenv.StartChild(t, childName, cc)
 	require.Eventually(t, func() bool {
 		for _, p := range points {
 			es := emitted(p, hourB)
@@ -244,7 +196,7 @@ func killMidHour(t *testing.T, lateness time.Duration, released bool) {
 		return true
 	}, 90*time.Second, 100*time.Millisecond, "hour B is emitted whole after the restart")
 	time.Sleep(500 * time.Millisecond)
-	kill9(t, second)
+	testenv.Kill9(t, second)
 
 	all := k.emissions(t, out)
 	view := latest(all)

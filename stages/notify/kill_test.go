@@ -2,14 +2,11 @@ package notify_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -31,13 +28,13 @@ import (
 	"github.com/stackvps/stackvps/stages/notify"
 )
 
-// childEnv makes the test binary run the notify stage (childMain) instead
-// of the tests: the kill test starts it as a real process and kills it with
-// SIGKILL.
-const childEnv = "STACKVPS_NOTIFY_TEST_CHILD"
+// childName is the child process that runs the notify stage (childMain)
+// instead of the tests: the kill test starts it as a real process and kills
+// it with SIGKILL.
+const childName = "notify"
 
-// childConfig is what the parent passes its child, as JSON in childEnv
-// (secrets are not in it: the child uses testSecret).
+// childConfig is what the parent passes its child (secrets are not in it:
+// the child uses testSecret).
 type childConfig struct {
 	Brokers  []string
 	Topic    string
@@ -49,13 +46,7 @@ type childConfig struct {
 }
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		if err := childMain(spec); err != nil {
-			fmt.Fprintln(os.Stderr, "notify child:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testenv.RunChild(childName, childMain)
 	os.Exit(m.Run())
 }
 
@@ -74,11 +65,7 @@ func childNotifyConfig(cc childConfig) config.Notify {
 
 // childMain runs the notify stage as `stackvps run --stages notify` does,
 // until SIGTERM or SIGKILL.
-func childMain(spec string) error {
-	var cc childConfig
-	if err := json.Unmarshal([]byte(spec), &cc); err != nil {
-		return fmt.Errorf("parsing %s: %w", childEnv, err)
-	}
+func childMain(cc childConfig) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -115,33 +102,6 @@ func childMain(spec string) error {
 	g.Go(func() error { return st.Run(gctx) })
 	g.Go(func() error { return n.Run(gctx) })
 	return g.Wait()
-}
-
-// startChild starts the stage in a child process.
-func startChild(t *testing.T, cc childConfig) *exec.Cmd {
-	t.Helper()
-	spec, err := json.Marshal(cc)
-	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
-	cmd.Stderr = testWriter{t}
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
-	return cmd
-}
-
-// kill9 kills the child with SIGKILL: no drain, no "sent", no commit.
-func kill9(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	err := cmd.Wait()
-	var exit *exec.ExitError
-	require.True(t, errors.As(err, &exit), "the child was killed: %v", err)
 }
 
 // stallingReceiver processes each webhook (records its Idempotency-Key) as
@@ -245,7 +205,7 @@ func TestKillMidSendIntegration(t *testing.T) {
 	host, port := ms.hostPort(t)
 	cc := childConfig{Brokers: k.Brokers, Topic: k.Topics.Notifications, DLQ: k.Topics.ReadingsDLQ,
 		Group: strings.ReplaceAll(k.ClientID, "_", "-"), Database: e.db.URL.Reveal(), SMTPHost: host, SMTPPort: port}
-	child := startChild(t, cc)
+	child := testenv.StartChild(t, childName, cc)
 
 	// Wait until the child's four webhook workers are each stuck in a
 	// request the receiver has already processed, then kill it.
@@ -254,7 +214,7 @@ func TestKillMidSendIntegration(t *testing.T) {
 		defer recv.mu.Unlock()
 		return recv.stalled >= 4
 	}, 60*time.Second, 10*time.Millisecond, "webhook requests in flight")
-	kill9(t, child)
+	testenv.Kill9(t, child) // no drain, no "sent", no commit
 
 	// What was in flight at the kill is left "sending": its outcome is
 	// unknown to notify.
@@ -268,7 +228,7 @@ func TestKillMidSendIntegration(t *testing.T) {
 	t.Logf("in flight at the kill: %v", ambiguous)
 	recv.stop()
 
-	startChild(t, cc)
+	testenv.StartChild(t, childName, cc)
 	for _, ch := range []string{"webhook", "email", "in_app"} {
 		e.waitStatusLong(ch, "sent", ids...)
 	}

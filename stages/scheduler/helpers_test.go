@@ -2,12 +2,9 @@ package scheduler_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -21,14 +18,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackvps/stackvps/config"
+	"github.com/stackvps/stackvps/internal/testenv"
 	"github.com/stackvps/stackvps/pipeline"
 	"github.com/stackvps/stackvps/sinks/timescale"
 	"github.com/stackvps/stackvps/stages/scheduler"
 )
 
-// childEnv carries a childConfig to a copy of the test binary that runs a
-// scheduler replica until it is killed.
-const childEnv = "STACKVPS_SCHEDULER_TEST_CHILD"
+// childName is the child process, a copy of the test binary, that runs a
+// scheduler replica given a childConfig until it is killed.
+const childName = "scheduler"
 
 type childConfig struct {
 	DatabaseURL string
@@ -39,21 +37,13 @@ type childConfig struct {
 }
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		if err := childMain(spec); err != nil {
-			fmt.Fprintln(os.Stderr, "scheduler child:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testenv.RunChild(childName, childMain)
 	os.Exit(m.Run())
 }
 
-func childMain(spec string) error {
-	var cc childConfig
-	if err := json.Unmarshal([]byte(spec), &cc); err != nil {
-		return fmt.Errorf("parsing %s: %w", childEnv, err)
-	}
+// childMain runs a replica. Each line it logs names its runner: the
+// children of a test all log to the test's log.
+func childMain(cc childConfig) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	pool, err := pgxpool.New(ctx, cc.DatabaseURL)
@@ -61,7 +51,7 @@ func childMain(spec string) error {
 		return err
 	}
 	defer pool.Close()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("child", cc.Runner)
 	s, err := scheduler.New(scheduler.Config{Scheduler: cc.Scheduler, Runner: cc.Runner, Tick: 50 * time.Millisecond},
 		scheduler.Deps{Pool: pool, Jobs: tickJobs(pool, cc.Runner, cc.SlowFor), Registerer: prometheus.NewRegistry(), Log: log})
 	if err != nil {
@@ -219,14 +209,13 @@ type testWriter struct {
 	mu     sync.Mutex
 	t      *testing.T
 	closed bool
-	prefix string
 }
 
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.closed {
-		w.t.Log(w.prefix + strings.TrimRight(string(p), "\n"))
+		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
 }
@@ -235,26 +224,6 @@ func (w *testWriter) close() {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
-}
-
-// startChild runs a replica in a child process.
-func startChild(t *testing.T, cc childConfig) *exec.Cmd {
-	t.Helper()
-	spec, err := json.Marshal(cc)
-	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
-	w := &testWriter{t: t, prefix: cc.Runner + ": "}
-	cmd.Stderr = w
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		w.close()
-	})
-	return cmd
 }
 
 // fakeClock is a clock tests move by hand.

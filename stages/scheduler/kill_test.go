@@ -3,9 +3,7 @@ package scheduler_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +31,7 @@ func TestKillLeaderIntegration(t *testing.T) {
 	})
 	children := map[string]*exec.Cmd{}
 	for _, name := range []string{"child-a", "child-b"} {
-		children[name] = startChild(t, childConfig{DatabaseURL: db.URL.Reveal(), Runner: name, Scheduler: sc, SlowFor: 4 * time.Second})
+		children[name] = testenv.StartChild(t, childName, childConfig{DatabaseURL: db.URL.Reveal(), Runner: name, Scheduler: sc, SlowFor: 4 * time.Second})
 	}
 	// The leader runs the slow job's current period at once.
 	waitFor(t, 20*time.Second, "the slow job to start", func() bool { return len(ticks(t, pool, "slow")) == 1 })
@@ -44,10 +42,7 @@ func TestKillLeaderIntegration(t *testing.T) {
 		survivor = "child-b"
 	}
 	killed := time.Now()
-	cmd := children[leader]
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	var exit *exec.ExitError
-	require.True(t, errors.As(cmd.Wait(), &exit), "the leader was killed")
+	testenv.Kill9(t, children[leader])
 	t.Logf("killed %s", leader)
 
 	var firstBySurvivor time.Time

@@ -25,17 +25,11 @@ import (
 	"github.com/stackvps/stackvps/stages/submit"
 )
 
-// Environment of the child process of the kill test.
-const (
-	envChild       = "STACKVPS_SUBMIT_TEST_CHILD"
-	envChildDB     = "STACKVPS_SUBMIT_TEST_CHILD_DB"
-	envChildConfig = "STACKVPS_SUBMIT_TEST_CHILD_CONFIG"
-)
+// childName is the submitter process of the kill test (runChild).
+const childName = "submit"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envChild) == "1" {
-		os.Exit(runChild())
-	}
+	testenv.RunChild(childName, runChild)
 	os.Exit(m.Run())
 }
 

@@ -6,9 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,51 +18,34 @@ import (
 
 	"github.com/stackvps/stackvps/compliance"
 	"github.com/stackvps/stackvps/compliance/store"
+	"github.com/stackvps/stackvps/internal/testenv"
 	"github.com/stackvps/stackvps/regulator"
 	"github.com/stackvps/stackvps/stages/submit"
 )
 
 // runChild is the submitter process of the kill test: it submits for the
-// schema named by envChildDB until it is killed.
-func runChild() int {
+// schema of the database URL dbURL until it is killed.
+func runChild(dbURL string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	log := testLogger()
-	pool, err := pgxpool.New(ctx, os.Getenv(envChildDB))
+	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
-		log.Error("connecting", "err", err)
-		return 1
+		return fmt.Errorf("connecting: %w", err)
 	}
 	defer pool.Close()
 	sealer, err := compliance.NewSealer(testKey())
 	if err != nil {
-		log.Error("sealer", "err", err)
-		return 1
+		return fmt.Errorf("sealer: %w", err)
 	}
 	s, err := submit.New(submitConfig(), submit.Deps{Store: store.New(pool, sealer),
-		Protocols: compliance.NewProtocols(&http.Client{}), Registerer: prometheus.NewRegistry(), Log: log})
+		Protocols: compliance.NewProtocols(&http.Client{}), Registerer: prometheus.NewRegistry(), Log: testLogger()})
 	if err != nil {
-		log.Error("building the submitter", "err", err)
-		return 1
+		return fmt.Errorf("building the submitter: %w", err)
 	}
 	if err := s.Run(ctx); err != nil {
-		log.Error("submitter", "err", err)
-		return 1
+		return fmt.Errorf("submitter: %w", err)
 	}
-	return 0
-}
-
-// startChild starts a submitter process on e's schema, logging to a file.
-func startChild(t *testing.T, e *env, n int) *exec.Cmd {
-	t.Helper()
-	out, err := os.Create(filepath.Join(t.TempDir(), fmt.Sprintf("child-%d.log", n)))
-	require.NoError(t, err)
-	t.Cleanup(func() { out.Close() })
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envChild+"=1", envChildDB+"="+e.dbURL)
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start())
-	return cmd
+	return nil
 }
 
 // TestKillIntegration kills submitter processes (SIGKILL) at random
@@ -98,11 +79,10 @@ func TestKillIntegration(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	const rounds = 20
-	for n := range rounds {
-		cmd := startChild(t, e, n)
+	for range rounds {
+		cmd := testenv.StartChild(t, childName, e.dbURL)
 		time.Sleep(time.Duration(100+rng.IntN(700)) * time.Millisecond)
-		require.NoError(t, cmd.Process.Kill())
-		_ = cmd.Wait()
+		testenv.Kill9(t, cmd)
 	}
 	var open int
 	require.NoError(t, e.pool.QueryRow(e.ctx, `SELECT count(*) FROM compliance_attempts WHERE outcome IS NULL`).Scan(&open))
@@ -110,8 +90,7 @@ func TestKillIntegration(t *testing.T) {
 
 	// Recovery: no faults, one process to the end.
 	e.reg.ClearFaults()
-	cmd := startChild(t, e, rounds)
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	cmd := testenv.StartChild(t, childName, e.dbURL)
 	eventually(t, 90*time.Second, "every slot confirmed", func() (bool, string) {
 		var notDone int
 		var sample string
