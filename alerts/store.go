@@ -182,14 +182,27 @@ func (s *Store) visible(ctx context.Context, p accounts.Principal, point string)
 // Rule returns one rule; accounts.ErrNotFound when it does not exist or p
 // cannot read its point.
 func (s *Store) Rule(ctx context.Context, p accounts.Principal, id int64) (Rule, error) {
-	r, err := scanRule(s.pool.QueryRow(ctx, `SELECT `+ruleColumns+` FROM alert_rules WHERE id = $1`, id))
+	return s.readRule(ctx, s.pool, p, id, accounts.PermRead, "")
+}
+
+// rowQuerier is a pool or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// readRule reads rule id through q, with lock (" FOR UPDATE" in a
+// transaction, or ""), and checks that p holds perm on its point: a rule
+// that does not exist and one of a point p cannot read are both
+// accounts.ErrNotFound.
+func (s *Store) readRule(ctx context.Context, q rowQuerier, p accounts.Principal, id int64, perm accounts.Permission, lock string) (Rule, error) {
+	r, err := scanRule(q.QueryRow(ctx, `SELECT `+ruleColumns+` FROM alert_rules WHERE id = $1`+lock, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Rule{}, ruleNotFound(id)
 	}
 	if err != nil {
 		return Rule{}, fmt.Errorf("reading alert rule %d: %w", id, err)
 	}
-	if err := s.check(ctx, p, r.Point, accounts.PermRead, ruleNotFound(id)); err != nil {
+	if err := s.check(ctx, p, r.Point, perm, ruleNotFound(id)); err != nil {
 		return Rule{}, err
 	}
 	return r, nil
@@ -237,14 +250,8 @@ func (s *Store) CreateRule(ctx context.Context, p accounts.Principal, r Rule) (R
 func (s *Store) UpdateRule(ctx context.Context, p accounts.Principal, id int64, apply func(*Rule) error) (Rule, error) {
 	var out Rule
 	err := s.change(ctx, p, func(tx pgx.Tx) (*audit.Entry, error) {
-		before, err := scanRule(tx.QueryRow(ctx, `SELECT `+ruleColumns+` FROM alert_rules WHERE id = $1 FOR UPDATE`, id))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, ruleNotFound(id)
-		}
+		before, err := s.readRule(ctx, tx, p, id, accounts.PermManageNotifications, " FOR UPDATE")
 		if err != nil {
-			return nil, fmt.Errorf("reading alert rule %d: %w", id, err)
-		}
-		if err := s.check(ctx, p, before.Point, accounts.PermManageNotifications, ruleNotFound(id)); err != nil {
 			return nil, err
 		}
 		r := before
@@ -289,14 +296,8 @@ func (a ruleAudit) equal(b ruleAudit) bool {
 // needs manage_notifications on the rule's point.
 func (s *Store) DeleteRule(ctx context.Context, p accounts.Principal, id int64) error {
 	return s.change(ctx, p, func(tx pgx.Tx) (*audit.Entry, error) {
-		before, err := scanRule(tx.QueryRow(ctx, `SELECT `+ruleColumns+` FROM alert_rules WHERE id = $1 FOR UPDATE`, id))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, ruleNotFound(id)
-		}
+		before, err := s.readRule(ctx, tx, p, id, accounts.PermManageNotifications, " FOR UPDATE")
 		if err != nil {
-			return nil, fmt.Errorf("reading alert rule %d: %w", id, err)
-		}
-		if err := s.check(ctx, p, before.Point, accounts.PermManageNotifications, ruleNotFound(id)); err != nil {
 			return nil, err
 		}
 		if err := resolveRuleAlerts(ctx, tx, id, "rule deleted"); err != nil {
