@@ -36,12 +36,8 @@ func (p *dga) Prepare(_ context.Context, src Source, slot Slot, now time.Time) (
 	if err != nil {
 		return Request{}, fmt.Errorf("source %s: %w", src.Code, err)
 	}
-	loc, err := p.locs.get(src)
+	loc, params, err := p.locs.forSlot(src, slot)
 	if err != nil {
-		return Request{}, err
-	}
-	params := slot.Params.Normalized()
-	if err := params.Validate(src); err != nil {
 		return Request{}, err
 	}
 	if slot.Credentials.Password == "" {

@@ -147,6 +147,21 @@ func (l *locations) get(src Source) (*time.Location, error) {
 	return loc, nil
 }
 
+// forSlot is what every Prepare starts with once it has its source's
+// settings: the zone of src and the params of slot, normalized and
+// validated for src.
+func (l *locations) forSlot(src Source, slot Slot) (*time.Location, Params, error) {
+	loc, err := l.get(src)
+	if err != nil {
+		return nil, Params{}, err
+	}
+	params := slot.Params.Normalized()
+	if err := params.Validate(src); err != nil {
+		return nil, Params{}, err
+	}
+	return loc, params, nil
+}
+
 // exchange is one HTTP round trip, as far as it got.
 type exchange struct {
 	status   int

@@ -61,12 +61,8 @@ func (p *sma) Prepare(_ context.Context, src Source, slot Slot, _ time.Time) (Re
 	if err != nil {
 		return Request{}, fmt.Errorf("source %s: %w", src.Code, err)
 	}
-	loc, err := p.locs.get(src)
+	loc, params, err := p.locs.forSlot(src, slot)
 	if err != nil {
-		return Request{}, err
-	}
-	params := slot.Params.Normalized()
-	if err := params.Validate(src); err != nil {
 		return Request{}, err
 	}
 	if slot.Credentials.Username == "" || slot.Credentials.Password == "" {
