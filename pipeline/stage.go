@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -34,12 +36,12 @@ type ProcessorFunc func(ctx context.Context, rec Record) ([]Record, error)
 // Process calls f.
 func (f ProcessorFunc) Process(ctx context.Context, rec Record) ([]Record, error) { return f(ctx, rec) }
 
-// A Flusher is a windowed stage; the runtime calls Flush before committing
-// offsets, and at least every FlushInterval when idle, with the time of the
+// A Flusher is a windowed stage; the runtime calls Flush after processing
+// each poll, and at least every FlushInterval when idle, with the time of the
 // call as the processing-time watermark. Records Flush returns are produced
-// and acknowledged before the offsets are committed. Errors are handled as
-// Process errors, without a record to dead-letter: a permanent one is logged
-// and counted.
+// and acknowledged before the poll's offsets are committed. Errors are
+// handled as Process errors, without a record to dead-letter: a permanent one
+// is logged and counted.
 type Flusher interface {
 	Flush(ctx context.Context, watermark time.Time) ([]Record, error)
 }
@@ -48,8 +50,8 @@ type Flusher interface {
 // yet reflected downstream (open windows). The runtime commits each partition
 // no further than the offset HeldOffsets names, so after a crash the records
 // needed to rebuild that state are consumed again; the processor must then
-// emit idempotently (same key, same value). Called after Flush, between
-// polls.
+// emit idempotently (same key, same value). Called after Flush, once per
+// poll, before the next poll.
 type OffsetHolder interface {
 	// HeldOffsets returns, per topic and partition, the lowest offset the
 	// state still needs; a partition that is absent holds nothing back.
@@ -58,7 +60,8 @@ type OffsetHolder interface {
 
 // A PartitionDropper is told when the stage loses partitions (rebalance,
 // session loss), so it can drop their state: the next owner rebuilds it from
-// the committed offsets.
+// the committed offsets. On a rebalance it is called after the offsets of
+// every poll in flight were committed.
 type PartitionDropper interface {
 	DropPartitions(partitions map[string][]int32)
 }
@@ -95,10 +98,32 @@ type Deps struct {
 
 // Stage runs one Processor as a Kafka consumer group member:
 // consume -> process -> produce -> commit.
+//
+// Polls are pipelined: once a poll is processed (its outputs handed to the
+// producer) the stage polls again, while a committer commits each poll's
+// offsets once every record produced for it, and for every poll before it,
+// is acknowledged. Commits are in poll order, so an offset is never
+// committed past a record whose outputs are not all in Kafka; a produce
+// failure stops every later commit and the stage. At most maxInFlightPolls
+// polls and maxInFlightFactor × pipeline.max_poll_records consumed records
+// are in flight (not committed yet); the stage waits before polling beyond
+// that. A rebalance commits everything in flight before the partitions go.
 type Stage struct {
 	core
-	cfg StageConfig
+	cfg     StageConfig
+	commits *commitQueue
+	// outCounters caches recordsOut's child per topic (produce callbacks
+	// run once per output record).
+	outCounters sync.Map // topic -> prometheus.Counter
+	maxPolls    int
+	maxRecords  int
 }
+
+// Bounds of the work in flight: polls processed but not committed yet.
+const (
+	maxInFlightPolls  = 8
+	maxInFlightFactor = 2
+)
 
 // core is what every consuming stage has: its client, metrics, logger,
 // backoff and consumer group.
@@ -161,10 +186,13 @@ func NewStage(cfg StageConfig, deps Deps) (*Stage, error) {
 		cfg.FlushInterval = time.Second
 	}
 	s := &Stage{core: c, cfg: cfg}
-	var extra []kgo.Opt
-	if dropper, ok := cfg.Processor.(PartitionDropper); ok {
-		drop := func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { dropper.DropPartitions(ps) }
-		extra = append(extra, kgo.OnPartitionsRevoked(drop), kgo.OnPartitionsLost(drop))
+	s.maxPolls = maxInFlightPolls
+	s.maxRecords = maxInFlightFactor * max(1, deps.Pipeline.MaxPollRecords)
+	s.commits = newCommitQueue(s.commitOffsets, s.met, s.log)
+	s.commits.acked = func(kr *kgo.Record) { s.outCounter(kr.Topic).Inc() }
+	extra := []kgo.Opt{
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { s.partitionsGone(ps, true) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { s.partitionsGone(ps, false) }),
 	}
 	if s.cl, err = newConsumer(cfg.Name, s.group, cfg.Inputs, deps, s.log, extra...); err != nil {
 		return nil, err
@@ -172,10 +200,32 @@ func NewStage(cfg StageConfig, deps Deps) (*Stage, error) {
 	return s, nil
 }
 
+// partitionsGone runs in the group's goroutine when partitions are revoked
+// (rebalance, leaving the group) or lost (session ended). On a revoke it
+// waits, within pipeline.shutdown_timeout, until every poll in flight is
+// acknowledged and committed, so the next owner starts where this member
+// stopped. Then it forgets the partitions, so that no later commit names
+// them, and tells a PartitionDropper. A lost session cannot commit: its
+// polls in flight are replayed by the next owner.
+func (s *Stage) partitionsGone(ps map[string][]int32, revoked bool) {
+	if revoked && len(ps) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), s.deps.Pipeline.ShutdownTimeout.Std())
+		err := s.commits.drain(ctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("partitions revoked before the polls in flight were committed; their new owner replays them", "err", err)
+		}
+	}
+	s.commits.forget(ps)
+	if dropper, ok := s.cfg.Processor.(PartitionDropper); ok {
+		dropper.DropPartitions(ps)
+	}
+}
+
 // newConsumer creates the Kafka client of a consuming stage: a consumer-group
-// member that commits by hand between polls (rebalances wait for the poll in
-// progress), reads a new group from the start, and produces with the shared
-// durability settings. It registers the stage's Kafka readiness check.
+// member that commits by hand (rebalances wait for the poll in progress),
+// reads a new group from the start, and produces with the shared durability
+// settings. It registers the stage's Kafka readiness check.
 func newConsumer(name, group string, inputs []string, deps Deps, log *slog.Logger, extra ...kgo.Opt) (*kgo.Client, error) {
 	clientID := deps.Kafka.ClientID + "-" + name
 	hook, err := deps.Metrics.kafkaClient.hook(clientID)
@@ -188,8 +238,9 @@ func newConsumer(name, group string, inputs []string, deps Deps, log *slog.Logge
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(inputs...),
 		kgo.DisableAutoCommit(),
-		// Offsets are committed between polls; blocking rebalances while a
-		// poll is processed means no partition moves with work half done.
+		// Offsets are committed by hand; blocking rebalances while a poll
+		// is processed means no partition moves with work half done (a
+		// Stage's revoke callback then drains what is in flight).
 		kgo.BlockRebalanceOnPoll(),
 		// A new group reads everything retained: starting at the end would
 		// silently skip readings.
@@ -212,27 +263,42 @@ func newConsumer(name, group string, inputs []string, deps Deps, log *slog.Logge
 // Name returns the stage's name.
 func (s *Stage) Name() string { return s.cfg.Name }
 
-// Run consumes until ctx is done, then drains: the poll in progress is
-// finished (its outputs produced and acknowledged, its offsets committed)
-// within pipeline.shutdown_timeout, and the client leaves the group. It
-// returns nil after a clean drain, or the error that stopped it.
+// Run consumes until ctx is done, then drains: the polls in flight are
+// finished (their outputs produced and acknowledged, their offsets
+// committed) within pipeline.shutdown_timeout, and the client leaves the
+// group. It returns nil after a clean drain, or the error that stopped it.
 func (s *Stage) Run(ctx context.Context) (err error) {
 	drain, stopDrain := s.drainContext(ctx)
 	defer stopDrain()
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		s.commits.run(drain)
+	}()
 	defer func() {
 		s.met.ready.Set(0)
-		// Close commits nothing (autocommit is off) and leaves the group.
+		s.commits.stop()
+		<-committed
+		// Close commits nothing (autocommit is off) and leaves the group;
+		// the revoke it triggers finds nothing in flight.
 		s.cl.Close()
 		s.log.Info("stage stopped", "err", err)
 	}()
 	s.log.Info("stage started", "inputs", s.cfg.Inputs, "output", s.cfg.Output, "group", s.group)
 	flusher, _ := s.cfg.Processor.(Flusher)
 	for ctx.Err() == nil {
+		if werr := s.commits.waitRoom(ctx, s.maxPolls, s.maxRecords); werr != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			// A produce failed: nothing from its poll on is committed.
+			return s.stopped(drain, werr)
+		}
 		pollCtx, cancel := context.WithTimeout(ctx, s.cfg.FlushInterval)
 		fetches := s.cl.PollRecords(pollCtx, s.deps.Pipeline.MaxPollRecords)
 		cancel()
 		if fetches.IsClientClosed() {
-			return nil
+			break
 		}
 		healthy := true
 		fetches.EachError(func(topic string, partition int32, ferr error) {
@@ -248,39 +314,52 @@ func (s *Stage) Run(ctx context.Context) (err error) {
 			s.cl.AllowRebalance()
 			continue
 		}
-		if err := s.handle(drain, fetches, flusher); err != nil {
-			s.cl.AllowRebalance()
-			if drain.Err() != nil {
-				return fmt.Errorf("stage %s: shutdown timeout passed with a poll in progress; its offsets were not committed and it will be replayed: %w", s.cfg.Name, err)
-			}
-			return fmt.Errorf("stage %s: %w", s.cfg.Name, err)
-		}
+		herr := s.handle(drain, fetches, flusher)
 		s.cl.AllowRebalance()
+		if herr != nil {
+			return s.stopped(drain, herr)
+		}
+	}
+	if derr := s.commits.drain(drain); derr != nil {
+		return s.stopped(drain, derr)
 	}
 	return nil
 }
 
+// stopped commits what completed before the poll that failed (or, on
+// shutdown, before the timeout) and returns the stage's error.
+func (s *Stage) stopped(drain context.Context, err error) error {
+	if derr := s.commits.drain(drain); derr != nil && !errors.Is(derr, err) {
+		err = errors.Join(err, derr)
+	}
+	if drain.Err() != nil {
+		return fmt.Errorf("stage %s: shutdown timeout passed with polls in flight; their offsets were not committed and they will be replayed: %w", s.cfg.Name, err)
+	}
+	return fmt.Errorf("stage %s: %w", s.cfg.Name, err)
+}
+
 // handle processes one poll: every partition concurrently, each in order;
-// then flushes, waits for every produced record's ack, and commits.
+// then flushes, and hands the poll's offsets to the committer, which
+// commits them once every record produced for the poll is acknowledged.
+// It returns once everything is handed to the producer, without waiting
+// for acks.
 func (s *Stage) handle(ctx context.Context, fetches kgo.Fetches, flusher Flusher) error {
 	n := fetches.NumRecords()
 	if n > 0 {
 		s.met.batch.Observe(float64(n))
-		s.met.inFlight.Add(float64(n))
-		defer s.met.inFlight.Sub(float64(n))
 	}
+	g := s.commits.open(n)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
 	)
-	prod := newAckTracker(s)
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 {
 			return
 		}
 		wg.Go(func() {
-			if err := s.partition(ctx, p, prod); err != nil {
+			if err := s.partition(ctx, p, g); err != nil {
 				mu.Lock()
 				firstErr = errors.Join(firstErr, err)
 				mu.Unlock()
@@ -289,67 +368,36 @@ func (s *Stage) handle(ctx context.Context, fetches kgo.Fetches, flusher Flusher
 	})
 	wg.Wait()
 	if firstErr != nil {
+		g.close(nil, firstErr)
 		return firstErr
 	}
-	start := time.Now()
 	if flusher != nil {
 		outs, err := flusher.Flush(ctx, time.Now())
 		switch {
 		case IsTransient(err):
 			s.met.errTrans.Inc()
-			return fmt.Errorf("flushing: %w", err)
+			err = fmt.Errorf("flushing: %w", err)
+			g.close(nil, err)
+			return err
 		case err != nil:
 			s.met.errPerm.Inc()
 			s.log.Error("flush failed", "reason", Reason(err), "err", err)
 		}
 		for _, o := range outs {
-			prod.produce(ctx, o)
+			s.produce(ctx, g, o)
 		}
 	}
-	if err := prod.wait(); err != nil {
-		return err
-	}
-	var err error
+	var held map[string]map[int32]int64
 	if holder, ok := s.cfg.Processor.(OffsetHolder); ok {
-		err = s.commitHeld(ctx, holder.HeldOffsets())
-	} else if n > 0 {
-		err = s.cl.CommitUncommittedOffsets(ctx)
+		held = holder.HeldOffsets()
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("committing offsets: %w", err)
-		}
-		// Kafka went away between the acks and the commit, or the group
-		// session ended. Everything of this poll is produced, so the next
-		// commit covers it; if the partitions move meanwhile, their new
-		// owner replays from the last commit, and downstream merges the
-		// duplicates. Stopping here would take the whole process down,
-		// the bridge's MQTT connection with it.
-		s.met.errTrans.Inc()
-		s.log.Warn("committing offsets failed; the next commit covers them", "err", err)
-	}
-	s.met.commit.Observe(time.Since(start).Seconds())
+	g.close(s.commits.consumed(fetches, held), nil)
 	return nil
 }
 
-// commitHeld commits, for every partition consumed so far, the next offset
-// or the held one, whichever is lower.
-func (s *Stage) commitHeld(ctx context.Context, held map[string]map[int32]int64) error {
-	offsets := map[string]map[int32]kgo.EpochOffset{}
-	for topic, parts := range s.cl.UncommittedOffsets() {
-		for p, eo := range parts {
-			if h, ok := held[topic][p]; ok && h < eo.Offset {
-				eo = kgo.EpochOffset{Epoch: -1, Offset: h}
-			}
-			if offsets[topic] == nil {
-				offsets[topic] = map[int32]kgo.EpochOffset{}
-			}
-			offsets[topic][p] = eo
-		}
-	}
-	if len(offsets) == 0 {
-		return nil
-	}
+// commitOffsets commits offsets synchronously and returns the first error,
+// of the request or of any partition.
+func (s *Stage) commitOffsets(ctx context.Context, offsets map[string]map[int32]kgo.EpochOffset) error {
 	var cerr error
 	s.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
@@ -359,7 +407,7 @@ func (s *Stage) commitHeld(ctx context.Context, held map[string]map[int32]int64)
 		for _, t := range resp.Topics {
 			for _, p := range t.Partitions {
 				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
-					cerr = fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, perr)
+					cerr = errors.Join(cerr, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, perr))
 				}
 			}
 		}
@@ -368,12 +416,24 @@ func (s *Stage) commitHeld(ctx context.Context, held map[string]map[int32]int64)
 }
 
 // partition processes one partition's records in order.
-func (s *Stage) partition(ctx context.Context, p kgo.FetchTopicPartition, prod *ackTracker) error {
+func (s *Stage) partition(ctx context.Context, p kgo.FetchTopicPartition, g *ackGroup) error {
+	s.met.recordsIn.Add(float64(len(p.Records)))
+	// A Processor retains neither a record nor its slices: one headers
+	// buffer serves every record of the partition.
+	var headers []Header
 	for _, kr := range p.Records {
-		s.met.recordsIn.Inc()
 		start := time.Now()
-		outs, err := s.processWithRetry(ctx, fromKgo(kr))
-		s.met.process.Observe(time.Since(start).Seconds())
+		rec := Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value, Time: kr.Timestamp}
+		if len(kr.Headers) > 0 {
+			headers = headers[:0]
+			for _, h := range kr.Headers {
+				headers = append(headers, Header{Key: h.Key, Value: h.Value})
+			}
+			rec.Headers = headers
+		}
+		outs, err := s.processWithRetry(ctx, rec)
+		end := time.Now()
+		s.met.process.Observe(end.Sub(start).Seconds())
 		if err != nil {
 			if ctx.Err() != nil {
 				return err
@@ -382,13 +442,13 @@ func (s *Stage) partition(ctx context.Context, p kgo.FetchTopicPartition, prod *
 			reason := Reason(err)
 			s.log.Warn("dead-lettering record", "topic", kr.Topic, "partition", kr.Partition,
 				"offset", kr.Offset, "reason", reason, "err", err)
-			prod.produceDead(ctx, s.deadLetter(kr, err, reason), reason)
+			s.send(ctx, g, toKgo(s.deadLetter(kr, err, reason), s.cfg.DLQ), reason)
 		}
 		for _, o := range outs {
-			prod.produce(ctx, o)
+			s.produce(ctx, g, o)
 		}
 		if !kr.Timestamp.IsZero() {
-			s.met.endToEnd.Observe(time.Since(kr.Timestamp).Seconds())
+			s.met.endToEnd.Observe(end.Sub(kr.Timestamp).Seconds())
 		}
 	}
 	last := p.Records[len(p.Records)-1]
@@ -442,57 +502,381 @@ func deadLetterRecord(rec Record, stage, dlq string, err error, reason string) R
 	}
 }
 
-// ackTracker produces records asynchronously and collects their outcome, so
-// one poll's records are in flight together and waited for once.
-type ackTracker struct {
-	s    *Stage
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	errs error
+// produce sends r (to the stage's output when its Topic is empty) as part of
+// poll g.
+func (s *Stage) produce(ctx context.Context, g *ackGroup, r Record) {
+	s.send(ctx, g, toKgo(r, s.cfg.Output), "")
 }
 
-func newAckTracker(s *Stage) *ackTracker { return &ackTracker{s: s} }
-
-func (a *ackTracker) produce(ctx context.Context, r Record) {
-	a.send(ctx, toKgo(r, a.s.cfg.Output), "")
-}
-
-func (a *ackTracker) produceDead(ctx context.Context, r Record, reason string) {
-	a.send(ctx, toKgo(r, a.s.cfg.DLQ), reason)
-}
-
-func (a *ackTracker) send(ctx context.Context, kr *kgo.Record, deadReason string) {
+// send produces kr asynchronously; its outcome counts towards g, whose
+// offsets are committed only once every record sent for it is acknowledged.
+// Records whose produce context ends fail.
+func (s *Stage) send(ctx context.Context, g *ackGroup, kr *kgo.Record, deadReason string) {
 	if kr.Topic == "" {
-		a.fail(fmt.Errorf("stage %s produced a record without a topic and has no default output", a.s.cfg.Name))
+		g.fail(fmt.Errorf("stage %s produced a record without a topic and has no default output", s.cfg.Name))
 		return
 	}
-	a.wg.Add(1)
-	a.s.cl.Produce(ctx, kr, func(kr *kgo.Record, err error) {
-		defer a.wg.Done()
-		if err != nil {
-			a.fail(fmt.Errorf("producing to %s: %w", kr.Topic, err))
-			return
+	g.add()
+	if deadReason == "" {
+		s.cl.Produce(ctx, kr, g.promise)
+		return
+	}
+	s.cl.Produce(ctx, kr, func(kr *kgo.Record, err error) {
+		if err == nil {
+			s.met.dead(deadReason)
 		}
-		a.s.met.out(kr.Topic, 1)
-		if deadReason != "" {
-			a.s.met.dead(deadReason)
-		}
+		g.promise(kr, err)
 	})
 }
 
-func (a *ackTracker) fail(err error) {
-	a.mu.Lock()
-	a.errs = errors.Join(a.errs, err)
-	a.mu.Unlock()
+func (s *Stage) outCounter(topic string) prometheus.Counter {
+	if c, ok := s.outCounters.Load(topic); ok {
+		return c.(prometheus.Counter)
+	}
+	c := s.met.m.recordsOut.WithLabelValues(s.met.stage, topic)
+	s.outCounters.Store(topic, c)
+	return c
 }
 
-// wait returns once every record sent was acknowledged or failed. Records
-// whose produce context ends fail, so this returns soon after ctx is done.
-func (a *ackTracker) wait() error {
-	a.wg.Wait()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.errs
+// commitQueue is the stage's polls in flight, in poll order, and the
+// committer that commits their offsets: a poll's offsets are committed once
+// it is closed (processed and flushed) and every record produced for it and
+// for every poll before it is acknowledged. Several complete polls are
+// committed together (later offsets win). A poll that failed (a produce
+// error, processing that gave up) is never committed, nor is anything after
+// it: err is set and the stage stops.
+type commitQueue struct {
+	commit func(ctx context.Context, offsets map[string]map[int32]kgo.EpochOffset) error
+	met    *stageMetrics
+	log    *slog.Logger
+	// acked, when set, is called with every record Kafka acknowledged.
+	acked func(*kgo.Record)
+
+	wake chan struct{} // a poll completed; buffered, 1
+	quit chan struct{} // closed by stop
+
+	mu      sync.Mutex
+	groups  []*ackGroup // not committed yet, in poll order
+	records int         // consumed records of groups
+	opened  uint64      // sequence of the last group opened
+	retired uint64      // every group up to this sequence is committed or dropped
+	err     error       // the first failed group's error
+	stopped bool
+	changed chan struct{} // closed and replaced when retired, err or stopped change
+	// retry holds offsets whose commit failed, merged under the next
+	// commit's so it covers them.
+	retry map[string]map[int32]kgo.EpochOffset
+	// head is, per partition still assigned, the next offset after the
+	// last record consumed, and queued the offset last handed to the
+	// committer (for OffsetHolder stages, which re-commit every partition
+	// whose held offset moved).
+	head   map[string]map[int32]kgo.EpochOffset
+	queued map[string]map[int32]kgo.EpochOffset
+}
+
+func newCommitQueue(commit func(context.Context, map[string]map[int32]kgo.EpochOffset) error, met *stageMetrics, log *slog.Logger) *commitQueue {
+	return &commitQueue{
+		commit: commit, met: met, log: log,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), changed: make(chan struct{}),
+		head: map[string]map[int32]kgo.EpochOffset{}, queued: map[string]map[int32]kgo.EpochOffset{},
+	}
+}
+
+// ackGroup is one poll in flight.
+type ackGroup struct {
+	q       *commitQueue
+	seq     uint64
+	records int
+	// refs is 1 while the poll is open plus one per record sent and not
+	// acknowledged yet; the group is complete when it drops to zero.
+	refs atomic.Int64
+	// promise is the produce callback of the group's records.
+	promise func(*kgo.Record, error)
+	// Under q.mu:
+	offsets  map[string]map[int32]kgo.EpochOffset
+	err      error
+	complete bool
+	closedAt time.Time
+}
+
+// open starts the group of a poll of records consumed records.
+func (q *commitQueue) open(records int) *ackGroup {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.opened++
+	g := &ackGroup{q: q, seq: q.opened, records: records}
+	g.refs.Store(1)
+	g.promise = func(kr *kgo.Record, err error) {
+		if err != nil {
+			g.ack(fmt.Errorf("producing to %s: %w", kr.Topic, err))
+			return
+		}
+		if q.acked != nil {
+			q.acked(kr)
+		}
+		g.ack(nil)
+	}
+	q.groups = append(q.groups, g)
+	q.records += records
+	q.met.inFlight.Add(float64(records))
+	return g
+}
+
+// add counts a record sent for g; ack counts its outcome.
+func (g *ackGroup) add() { g.refs.Add(1) }
+
+func (g *ackGroup) ack(err error) {
+	if err != nil {
+		g.fail(err)
+	}
+	g.release()
+}
+
+func (g *ackGroup) fail(err error) {
+	g.q.mu.Lock()
+	g.err = errors.Join(g.err, err)
+	g.q.mu.Unlock()
+}
+
+// close ends g's processing: offsets are what to commit once every record
+// sent for it is acknowledged; a non-nil err fails it.
+func (g *ackGroup) close(offsets map[string]map[int32]kgo.EpochOffset, err error) {
+	g.q.mu.Lock()
+	g.offsets = offsets
+	g.err = errors.Join(g.err, err)
+	g.closedAt = time.Now()
+	g.q.mu.Unlock()
+	g.release()
+}
+
+func (g *ackGroup) release() {
+	if g.refs.Add(-1) != 0 {
+		return
+	}
+	g.q.mu.Lock()
+	g.complete = true
+	g.q.mu.Unlock()
+	select {
+	case g.q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// consumed records the offsets after fetches and returns what the poll
+// commits: the next offset of each partition it consumed or, with held
+// (OffsetHolder), of every partition consumed so far, no further than its
+// held offset, where that changed since the last poll.
+func (q *commitQueue) consumed(fetches kgo.Fetches, held map[string]map[int32]int64) map[string]map[int32]kgo.EpochOffset {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := map[string]map[int32]kgo.EpochOffset{}
+	set := func(m map[string]map[int32]kgo.EpochOffset, topic string, p int32, eo kgo.EpochOffset) {
+		if m[topic] == nil {
+			m[topic] = map[int32]kgo.EpochOffset{}
+		}
+		m[topic][p] = eo
+	}
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if n := len(p.Records); n > 0 {
+			last := p.Records[n-1]
+			eo := kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}
+			set(q.head, p.Topic, p.Partition, eo)
+			if held == nil {
+				set(out, p.Topic, p.Partition, eo)
+			}
+		}
+	})
+	if held == nil {
+		return out
+	}
+	for topic, parts := range q.head {
+		for p, eo := range parts {
+			if h, ok := held[topic][p]; ok && h < eo.Offset {
+				eo = kgo.EpochOffset{Epoch: -1, Offset: h}
+			}
+			if prev, ok := q.queued[topic][p]; ok && prev == eo {
+				continue
+			}
+			set(q.queued, topic, p, eo)
+			set(out, topic, p, eo)
+		}
+	}
+	return out
+}
+
+// forget drops partitions the stage no longer owns from everything not
+// committed yet, so that no later commit names them.
+func (q *commitQueue) forget(ps map[string][]int32) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for topic, parts := range ps {
+		for _, p := range parts {
+			for _, m := range []map[string]map[int32]kgo.EpochOffset{q.retry, q.head, q.queued} {
+				delete(m[topic], p)
+			}
+			for _, g := range q.groups {
+				delete(g.offsets[topic], p)
+			}
+		}
+	}
+}
+
+// run commits complete polls until stop.
+func (q *commitQueue) run(ctx context.Context) {
+	for {
+		select {
+		case <-q.wake:
+		case <-q.quit:
+			return
+		}
+		for q.commitComplete(ctx) {
+		}
+	}
+}
+
+// commitComplete commits the complete polls at the head of the queue and
+// reports whether there were any.
+func (q *commitQueue) commitComplete(ctx context.Context) bool {
+	q.mu.Lock()
+	var done []*ackGroup
+	for _, g := range q.groups {
+		if !g.complete {
+			break
+		}
+		if g.err != nil {
+			// Set once every poll before it is committed, so that
+			// whoever waits on the error finds them committed.
+			if len(done) == 0 && q.err == nil {
+				q.err = g.err
+				q.notifyLocked()
+			}
+			break
+		}
+		done = append(done, g)
+	}
+	if len(done) == 0 {
+		q.mu.Unlock()
+		return false
+	}
+	offsets := q.retry
+	q.retry = nil
+	if offsets == nil {
+		offsets = map[string]map[int32]kgo.EpochOffset{}
+	}
+	for _, g := range done {
+		for topic, parts := range g.offsets {
+			if offsets[topic] == nil {
+				offsets[topic] = map[int32]kgo.EpochOffset{}
+			}
+			for p, eo := range parts {
+				offsets[topic][p] = eo
+			}
+		}
+	}
+	q.mu.Unlock()
+
+	var err error
+	if len(offsets) > 0 {
+		err = q.commit(ctx, offsets)
+	}
+	now := time.Now()
+	records := 0
+	for _, g := range done {
+		q.met.commit.Observe(now.Sub(g.closedAt).Seconds())
+		records += g.records
+	}
+	q.met.inFlight.Sub(float64(records))
+
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err != nil {
+		// Kafka went away between the acks and the commit, or the group
+		// session ended. Everything of these polls is produced, so the
+		// next commit covers them; if the partitions move meanwhile,
+		// their new owner replays from the last commit, and downstream
+		// merges the duplicates. Stopping here would take the whole
+		// process down, the bridge's MQTT connection with it.
+		q.met.errTrans.Inc()
+		q.log.Warn("committing offsets failed; the next commit covers them", "err", err)
+		// Partitions forgotten while the commit was in flight are not
+		// retried: their offsets are no longer this member's to commit.
+		q.retry = map[string]map[int32]kgo.EpochOffset{}
+		for topic, parts := range offsets {
+			for p, eo := range parts {
+				if _, owned := q.head[topic][p]; !owned {
+					continue
+				}
+				if q.retry[topic] == nil {
+					q.retry[topic] = map[int32]kgo.EpochOffset{}
+				}
+				q.retry[topic][p] = eo
+			}
+		}
+	}
+	clear(q.groups[:len(done)])
+	q.groups = q.groups[len(done):]
+	q.records -= records
+	q.retired = done[len(done)-1].seq
+	q.notifyLocked()
+	return true
+}
+
+func (q *commitQueue) notifyLocked() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+// wait blocks until ready (called under q.mu) holds, the queue failed or
+// stopped, or ctx ends.
+func (q *commitQueue) wait(ctx context.Context, ready func() bool) error {
+	for {
+		q.mu.Lock()
+		switch {
+		case q.err != nil:
+			err := q.err
+			q.mu.Unlock()
+			return err
+		case ready():
+			q.mu.Unlock()
+			return nil
+		case q.stopped:
+			q.mu.Unlock()
+			return errors.New("the committer stopped with polls in flight")
+		}
+		ch := q.changed
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// waitRoom waits until fewer than polls polls and records records are in
+// flight. It returns the queue's error if a poll failed.
+func (q *commitQueue) waitRoom(ctx context.Context, polls, records int) error {
+	return q.wait(ctx, func() bool { return len(q.groups) < polls && q.records < records })
+}
+
+// drain waits until every poll opened so far is committed. It returns the
+// error of a poll that failed (nothing from it on is committed), or ctx's.
+func (q *commitQueue) drain(ctx context.Context) error {
+	q.mu.Lock()
+	target := q.opened
+	q.mu.Unlock()
+	return q.wait(ctx, func() bool { return q.retired >= target })
+}
+
+// stop ends run; drains in progress return.
+func (q *commitQueue) stop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.stopped {
+		q.stopped = true
+		close(q.quit)
+		q.notifyLocked()
+	}
 }
 
 func boolGauge(b bool) float64 {
