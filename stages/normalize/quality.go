@@ -28,6 +28,8 @@ const (
 	// FlagStale: the value repeated exactly normalize.stale_after times or
 	// more: the sensor may be stuck.
 	FlagStale
+
+	maxFlag = int(FlagStale)
 )
 
 // FlagNames names each flag, for metrics and docs.
@@ -44,11 +46,19 @@ var FlagNames = map[int32]string{
 // order, and flags each new reading against it. The state lives in memory:
 // after a restart the first reading of each series is judged on its own.
 // Readings older than the last one (late or replayed) are flagged for range
-// only and do not move the state.
+// only and do not move the state. The state is sharded by device, so
+// partitions (keyed by device) seldom wait for each other.
 type assessor struct {
-	cfg  config.Normalize
+	cfg    config.Normalize
+	shards [assessorShards]assessorShard
+}
+
+const assessorShards = 64
+
+type assessorShard struct {
 	mu   sync.Mutex
 	last map[seriesKey]*seriesState
+	_    [48]byte // one shard per cache line
 }
 
 type seriesKey struct{ device, variable string }
@@ -60,7 +70,21 @@ type seriesState struct {
 }
 
 func newAssessor(cfg config.Normalize) *assessor {
-	return &assessor{cfg: cfg, last: map[seriesKey]*seriesState{}}
+	a := &assessor{cfg: cfg}
+	for i := range a.shards {
+		a.shards[i].last = map[seriesKey]*seriesState{}
+	}
+	return a
+}
+
+// shard returns the shard of device (FNV-1a).
+func (a *assessor) shard(device string) *assessorShard {
+	h := uint32(2166136261)
+	for i := 0; i < len(device); i++ {
+		h ^= uint32(device[i])
+		h *= 16777619
+	}
+	return &a.shards[h%assessorShards]
 }
 
 // assessed is a reading with its quality.
@@ -72,22 +96,20 @@ type assessed struct {
 // assess flags the readings of one payload and appends a derived flow when
 // the payload has a totalizer but no flow.
 func (a *assessor) assess(provider string, rs []providers.Reading) []assessed {
-	out := make([]assessed, 0, len(rs)+1)
-	hasFlow := map[string]bool{}
-	for _, r := range rs {
-		if r.Variable == "flow" {
-			hasFlow[r.Device] = true
-		}
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	return a.appendAssessed(make([]assessed, 0, len(rs)+1), provider, rs)
+}
+
+// appendAssessed is assess appending to dst.
+func (a *assessor) appendAssessed(dst []assessed, provider string, rs []providers.Reading) []assessed {
 	for _, r := range rs {
 		q := a.rangeFlag(r.Variable, r.Value)
 		key := seriesKey{r.Device, r.Variable}
-		st := a.last[key]
+		sh := a.shard(r.Device)
+		sh.mu.Lock()
+		st := sh.last[key]
 		switch {
 		case st == nil:
-			a.last[key] = &seriesState{t: r.Time, v: r.Value, repeats: 1}
+			sh.last[key] = &seriesState{t: r.Time, v: r.Value, repeats: 1}
 		case r.Time.After(st.t):
 			delta := r.Value - st.v
 			if thr, ok := a.cfg.Spike[r.Variable]; ok && math.Abs(delta) > thr && r.Variable != "totalizer" {
@@ -102,10 +124,10 @@ func (a *assessor) assess(provider string, rs []providers.Reading) []assessed {
 					q |= FlagReset
 				}
 			}
-			if r.Variable == "totalizer" && !hasFlow[r.Device] && q&FlagReset == 0 {
+			if r.Variable == "totalizer" && !hasFlow(rs, r.Device) && q&FlagReset == 0 {
 				if dt := r.Time.Sub(st.t).Seconds(); dt > 0 {
 					flow := delta * 1000 / dt // m3 over seconds, in L/s
-					out = append(out, assessed{
+					dst = append(dst, assessed{
 						Reading: providers.Reading{Device: r.Device, Time: r.Time, Variable: "flow", Value: flow, Unit: "L/s"},
 						quality: FlagDerived | a.rangeFlag("flow", flow),
 					})
@@ -121,9 +143,20 @@ func (a *assessor) assess(provider string, rs []providers.Reading) []assessed {
 			}
 			st.t, st.v = r.Time, r.Value
 		}
-		out = append(out, assessed{Reading: r, quality: q})
+		sh.mu.Unlock()
+		dst = append(dst, assessed{Reading: r, quality: q})
 	}
-	return out
+	return dst
+}
+
+// hasFlow reports whether the payload rs has a flow reading of device.
+func hasFlow(rs []providers.Reading, device string) bool {
+	for i := range rs {
+		if rs[i].Variable == "flow" && rs[i].Device == device {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *assessor) rangeFlag(variable string, v float64) int32 {
