@@ -265,3 +265,29 @@ func TestCommitQueueHeldOffsets(t *testing.T) {
 	require.Equal(t, offsets{"in": {0: eo(7)}}, nextCommit(t, f))
 	require.NoError(t, q.drain(context.Background()))
 }
+
+// While nobody waits, polls completing within the interval are committed
+// together; a drain does not wait for the interval.
+func TestCommitQueueInterval(t *testing.T) {
+	q, f, _ := newTestQueue(t)
+	q.mu.Lock()
+	q.interval = time.Hour
+	q.mu.Unlock()
+	g1 := q.open(1)
+	g1.close(q.consumed(fetch(map[int32][]int64{0: {0}}), nil), nil)
+	first := nextCommit(t, f) // the first commit does not wait
+	require.Equal(t, offsets{"in": {0: eo(1)}}, first)
+	g2 := q.open(1)
+	g2.close(q.consumed(fetch(map[int32][]int64{0: {1}}), nil), nil)
+	g3 := q.open(1)
+	g3.close(q.consumed(fetch(map[int32][]int64{1: {0}}), nil), nil)
+	noCommit(t, f)
+	require.NoError(t, q.drain(context.Background()), "a drain hurries the committer")
+	require.Equal(t, offsets{"in": {0: eo(2), 1: eo(1)}}, nextCommit(t, f), "both polls in one commit")
+
+	g4 := q.open(1)
+	g4.close(q.consumed(fetch(map[int32][]int64{1: {1}}), nil), nil)
+	noCommit(t, f)
+	require.NoError(t, q.waitRoom(context.Background(), 1, 100), "waiting for room hurries it too")
+	require.Equal(t, offsets{"in": {1: eo(2)}}, nextCommit(t, f))
+}

@@ -102,9 +102,11 @@ type Deps struct {
 // Polls are pipelined: once a poll is processed (its outputs handed to the
 // producer) the stage polls again, while a committer commits each poll's
 // offsets once every record produced for it, and for every poll before it,
-// is acknowledged. Commits are in poll order, so an offset is never
-// committed past a record whose outputs are not all in Kafka; a produce
-// failure stops every later commit and the stage. At most maxInFlightPolls
+// is acknowledged (at most one commit per commitInterval, several polls
+// at once, unless a drain or the poll loop waits for one). Commits are in
+// poll order, so an offset is never committed past a record whose outputs
+// are not all in Kafka; a produce failure stops every later commit and the
+// stage. At most maxInFlightPolls
 // polls and maxInFlightFactor × pipeline.max_poll_records consumed records
 // are in flight (not committed yet); the stage waits before polling beyond
 // that. A rebalance commits everything in flight before the partitions go.
@@ -121,8 +123,11 @@ type Stage struct {
 
 // Bounds of the work in flight: polls processed but not committed yet.
 const (
-	maxInFlightPolls  = 8
+	maxInFlightPolls  = 16
 	maxInFlightFactor = 2
+	// commitInterval is the least time between two commits, unless a
+	// drain or the poll loop waits for one.
+	commitInterval = 100 * time.Millisecond
 )
 
 // core is what every consuming stage has: its client, metrics, logger,
@@ -190,6 +195,7 @@ func NewStage(cfg StageConfig, deps Deps) (*Stage, error) {
 	s.maxRecords = maxInFlightFactor * max(1, deps.Pipeline.MaxPollRecords)
 	s.commits = newCommitQueue(s.commitOffsets, s.met, s.log)
 	s.commits.acked = func(kr *kgo.Record) { s.outCounter(kr.Topic).Inc() }
+	s.commits.interval = commitInterval
 	extra := []kgo.Opt{
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { s.partitionsGone(ps, true) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, ps map[string][]int32) { s.partitionsGone(ps, false) }),
@@ -552,8 +558,12 @@ type commitQueue struct {
 	// acked, when set, is called with every record Kafka acknowledged.
 	acked func(*kgo.Record)
 
-	wake chan struct{} // a poll completed; buffered, 1
-	quit chan struct{} // closed by stop
+	wake  chan struct{} // a poll completed; buffered, 1
+	hurry chan struct{} // someone waits for a commit; buffered, 1
+	quit  chan struct{} // closed by stop
+	// interval is the least time between two commits while nobody waits
+	// for one.
+	interval time.Duration
 
 	mu      sync.Mutex
 	groups  []*ackGroup // not committed yet, in poll order
@@ -562,6 +572,7 @@ type commitQueue struct {
 	retired uint64      // every group up to this sequence is committed or dropped
 	err     error       // the first failed group's error
 	stopped bool
+	waiters int           // callers of wait that are waiting
 	changed chan struct{} // closed and replaced when retired, err or stopped change
 	// retry holds offsets whose commit failed, merged under the next
 	// commit's so it covers them.
@@ -577,7 +588,7 @@ type commitQueue struct {
 func newCommitQueue(commit func(context.Context, map[string]map[int32]kgo.EpochOffset) error, met *stageMetrics, log *slog.Logger) *commitQueue {
 	return &commitQueue{
 		commit: commit, met: met, log: log,
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), changed: make(chan struct{}),
+		wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1), quit: make(chan struct{}), changed: make(chan struct{}),
 		head: map[string]map[int32]kgo.EpochOffset{}, queued: map[string]map[int32]kgo.EpochOffset{},
 	}
 }
@@ -723,15 +734,38 @@ func (q *commitQueue) forget(ps map[string][]int32) {
 
 // run commits complete polls until stop.
 func (q *commitQueue) run(ctx context.Context) {
+	var last time.Time
 	for {
 		select {
 		case <-q.wake:
 		case <-q.quit:
 			return
 		}
+		// At most one commit per interval, unless someone waits for one
+		// (a drain, or the poll loop for room): at low load polls are
+		// small and many, and a commit each would cost Kafka and the
+		// stage more than it saves in replay after a crash.
+		if wait := q.interval - time.Since(last); wait > 0 && !q.hurried() {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-q.hurry:
+			case <-q.quit:
+				t.Stop()
+				return
+			}
+			t.Stop()
+		}
 		for q.commitComplete(ctx) {
+			last = time.Now()
 		}
 	}
+}
+
+func (q *commitQueue) hurried() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waiters > 0
 }
 
 // commitComplete commits the complete polls at the head of the queue and
@@ -829,6 +863,14 @@ func (q *commitQueue) notifyLocked() {
 // wait blocks until ready (called under q.mu) holds, the queue failed or
 // stopped, or ctx ends.
 func (q *commitQueue) wait(ctx context.Context, ready func() bool) error {
+	waiting := false
+	defer func() {
+		if waiting {
+			q.mu.Lock()
+			q.waiters--
+			q.mu.Unlock()
+		}
+	}()
 	for {
 		q.mu.Lock()
 		switch {
@@ -843,8 +885,18 @@ func (q *commitQueue) wait(ctx context.Context, ready func() bool) error {
 			q.mu.Unlock()
 			return errors.New("the committer stopped with polls in flight")
 		}
+		if !waiting {
+			// Someone waits for a commit: the committer does not hold
+			// commits back for its interval meanwhile.
+			waiting = true
+			q.waiters++
+		}
 		ch := q.changed
 		q.mu.Unlock()
+		select {
+		case q.hurry <- struct{}{}:
+		default:
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
