@@ -73,6 +73,7 @@ type options struct {
 	maxMessages  int
 	halfDuration time.Duration
 	fraction     float64
+	rate         float64
 	poll         time.Duration
 	partitions   int
 	copyBatch    int
@@ -86,6 +87,7 @@ func main() {
 	flag.IntVar(&o.maxMessages, "max-messages", 60_000, "messages of the maximum-rate phase (keep below Mosquitto's max_queued_messages, 100,000)")
 	flag.DurationVar(&o.halfDuration, "half-duration", 45*time.Second, "how long to publish at half the maximum rate")
 	flag.Float64Var(&o.fraction, "fraction", 0.5, "the latency phase's rate as a fraction of the maximum rate")
+	flag.Float64Var(&o.rate, "rate", 0, "the latency phase's rate in messages/s, instead of -fraction of the maximum rate (to compare two builds at the same load)")
 	flag.DurationVar(&o.poll, "poll", 20*time.Millisecond, "how often sink_offsets is polled: the resolution of latencies and times")
 	flag.IntVar(&o.partitions, "partitions", config.Default().Kafka.Partitions, "partitions of the topics")
 	flag.IntVar(&o.copyBatch, "copy-batch", config.Default().Sink.BatchSize, "rows per COPY of the raw limit (sink.batch_size)")
@@ -646,6 +648,9 @@ func (d *deployment) measure(ctx context.Context, r *report) error {
 
 	// Half load.
 	r.halfRate = float64(r.maxMessages) / r.maxElapsed.Seconds() * o.fraction
+	if o.rate > 0 {
+		r.halfRate = o.rate
+	}
 	logf("half load: %.0f messages/s for %s", r.halfRate, o.halfDuration)
 	lat, err := d.measureLatency(ctx, pub, stream, r)
 	if err != nil {
@@ -1104,7 +1109,11 @@ func (r *report) String() string {
 		w("  %s", l)
 	}
 	w("")
-	w("%s load (%.0f messages/s = %.0f rows/s for %s; event time = publish time)", loadName(r.o.fraction), r.halfRate, 3*r.halfRate, r.o.halfDuration)
+	name := loadName(r.o.fraction)
+	if r.o.rate > 0 {
+		name = "fixed-rate (-rate)"
+	}
+	w("%s load (%.0f messages/s = %.0f rows/s for %s; event time = publish time)", name, r.halfRate, 3*r.halfRate, r.o.halfDuration)
 	w("  messages published:                    %9d (publisher at most %s behind schedule)", r.halfMessages, r.halfMaxLag.Round(time.Millisecond))
 	w("  rows measured:                         %9d", len(r.latency))
 	w("  latency publish -> row visible, p50:   %9.0f ms", ms(r.latency.quantile(0.50)))
@@ -1149,7 +1158,7 @@ func stageStats(a, b map[string]map[string]float64, ages bool) []string {
 	return []string{
 		fmt.Sprintf("bridge:    kafka produce (receive -> ack) mean %.1f ms",
 			1000*mean("bridge", "stackvps_bridge_kafka_produce_seconds")),
-		fmt.Sprintf("normalize: %.0f polls of %.0f records; ack+commit barrier mean %.1f ms%s",
+		fmt.Sprintf("normalize: %.0f polls of %.0f records; processed -> committed (acks, commit; overlaps the next polls) mean %.1f ms%s",
 			delta("normalize", "stackvps_stage_batch_records_count"), mean("normalize", "stackvps_stage_batch_records"),
 			1000*mean("normalize", "stackvps_stage_commit_seconds"), age("normalize", "record (since bridge)")),
 		fmt.Sprintf("sink:      %.0f batches of %.0f rows; write (COPY+offsets+commit) mean %.1f ms; %.0f merged batches%s",
