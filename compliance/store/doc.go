@@ -16,8 +16,9 @@
 // written off by WriteOff (MISSING). The submitter (stages/submit) drives
 // them with DueSlots, BeginAttempt, FinishAttempt, RecordInvalid, SetAside
 // and Resolve; Policy.Next is the state machine. A user reopens a final
-// slot with RequestResubmission (audited). ListSubmissions, GetSubmission
-// and DailyReport read them back.
+// slot with RequestResubmission (audited). ListSubmissions and
+// GetSubmission read them back; the daily report is the scheduler's
+// (stages/scheduler).
 //
 // Every method is safe for concurrent use; methods that change slots lock
 // the slot's row, so replicas and users never move one slot concurrently.

@@ -170,12 +170,6 @@ func TestSlotsIntegration(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, page.Submissions)
 
-	rows, err := f.store.DailyReport(f.ctx, date("2026-06-10"), time.FixedZone("UTC-4", -4*3600))
-	require.NoError(t, err)
-	require.Len(t, rows, 1)
-	require.Equal(t, 6, rows[0].Missing)
-	require.Equal(t, 1, rows[0].Pending)
-	require.Equal(t, 24-6-1, rows[0].NoData)
 }
 
 func policy() store.Policy {

@@ -363,53 +363,6 @@ func (s *Store) RequestResubmission(ctx context.Context, actor Actor, id int64, 
 	return out, err
 }
 
-// DailyCounts are one point's slots of one day by state.
-type DailyCounts struct {
-	Point     string
-	PointName string
-	// Owners are the ids of the users related to the point (point_owners).
-	Owners    []int64
-	Confirmed int
-	Rejected  int
-	// Pending are slots with data not yet confirmed (PENDING with data,
-	// SENT, ERROR).
-	Pending int
-	// NoData are PENDING slots still without data.
-	NoData int
-	// Missing are slots written off (MISSING).
-	Missing int
-}
-
-// DailyReport counts, per point, the slots whose instant falls on day (a
-// calendar day in loc: [00:00, next 00:00)), for the daily report.
-func (s *Store) DailyReport(ctx context.Context, day time.Time, loc *time.Location) ([]DailyCounts, error) {
-	y, m, d := day.Date()
-	from := time.Date(y, m, d, 0, 0, 0, 0, loc)
-	to := time.Date(y, m, d+1, 0, 0, 0, 0, loc)
-	rows, err := s.pool.Query(ctx, `SELECT s.point, coalesce(p.name, s.point),
-			coalesce((SELECT array_agg(o.user_id ORDER BY o.user_id) FROM point_owners o WHERE o.point = s.point), '{}'),
-			count(*) FILTER (WHERE s.status = 'CONFIRMED'),
-			count(*) FILTER (WHERE s.status = 'REJECTED'),
-			count(*) FILTER (WHERE s.status IN ('SENT', 'ERROR') OR (s.status = 'PENDING' AND s.data IS NOT NULL)),
-			count(*) FILTER (WHERE s.status = 'PENDING' AND s.data IS NULL),
-			count(*) FILTER (WHERE s.status = 'MISSING')
-		FROM compliance_submissions s LEFT JOIN catchment_points p ON p.code = s.point
-		WHERE s.slot_at >= $1 AND s.slot_at < $2
-		GROUP BY s.point, p.name ORDER BY s.point`, from, to)
-	if err != nil {
-		return nil, fmt.Errorf("counting the slots of %s: %w", from.Format(DateLayout), err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (DailyCounts, error) {
-		var c DailyCounts
-		err := r.Scan(&c.Point, &c.PointName, &c.Owners, &c.Confirmed, &c.Rejected, &c.Pending, &c.NoData, &c.Missing)
-		return c, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("counting the slots of %s: %w", from.Format(DateLayout), err)
-	}
-	return out, nil
-}
-
 // StatusCounts returns the number of slots per source and status (for the
 // slots-by-status gauge) and, per source, the instant of the oldest slot
 // not yet final (PENDING with data, SENT, ERROR with a next attempt).
