@@ -39,7 +39,7 @@ const (
 	// clears once no reset was seen for params.clear_after of event time.
 	KindTotalizerReset Kind = "totalizer_reset"
 	// KindComplianceMissing fires while the point has compliance slots still
-	// PENDING without data params.after (default alert.compliance_missing_after)
+	// PENDING without data params.after (default submit.missing_after)
 	// after their instant.
 	KindComplianceMissing Kind = "compliance_missing"
 	// KindComplianceRejected fires while the point has compliance slots
@@ -130,7 +130,7 @@ type Params struct {
 	MaxPerMinute float64
 	// After is how long without data (data_gap) or data (compliance_missing)
 	// fires the rule. data_gap requires it; compliance_missing defaults to
-	// alert.compliance_missing_after (zero here).
+	// submit.missing_after (zero here).
 	After time.Duration
 	// Window is how long values must stay flat (stuck).
 	Window time.Duration

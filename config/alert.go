@@ -25,10 +25,6 @@ type Alert struct {
 	// beyond it the partition is lagging and its data gaps are not judged.
 	// Default 1m.
 	LagTolerance Duration `yaml:"lag_tolerance"`
-	// ComplianceMissingAfter is how long after its instant a compliance
-	// slot without data is "missing" for compliance_missing rules without
-	// params.after. Default 6h (as submit.missing_after).
-	ComplianceMissingAfter Duration `yaml:"compliance_missing_after"`
 	// ProduceTimeout bounds waiting for Kafka to acknowledge the
 	// notifications of one batch of alert events; what is not acknowledged
 	// stays in the outbox and is produced again. Default 30s.
@@ -37,12 +33,11 @@ type Alert struct {
 
 func defaultAlert() Alert {
 	return Alert{
-		EvaluateInterval:       Duration(30 * time.Second),
-		RenotifyInterval:       Duration(6 * time.Hour),
-		IdleAfter:              Duration(10 * time.Second),
-		LagTolerance:           Duration(time.Minute),
-		ComplianceMissingAfter: Duration(6 * time.Hour),
-		ProduceTimeout:         Duration(30 * time.Second),
+		EvaluateInterval: Duration(30 * time.Second),
+		RenotifyInterval: Duration(6 * time.Hour),
+		IdleAfter:        Duration(10 * time.Second),
+		LagTolerance:     Duration(time.Minute),
+		ProduceTimeout:   Duration(30 * time.Second),
 	}
 }
 
@@ -51,6 +46,5 @@ func (a Alert) validate(p *problems) {
 	p.positive("alert.renotify_interval", a.RenotifyInterval)
 	p.positive("alert.idle_after", a.IdleAfter)
 	p.positive("alert.lag_tolerance", a.LagTolerance)
-	p.positive("alert.compliance_missing_after", a.ComplianceMissingAfter)
 	p.positive("alert.produce_timeout", a.ProduceTimeout)
 }

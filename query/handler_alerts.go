@@ -400,7 +400,7 @@ var (
 		"totalizer_reset", "compliance_missing", "compliance_rejected"}
 	ruleParamsSchema = obj{"type": "object", "description": "Parameters of the kind: threshold_*: limit (required), deadband; " +
 		"rate_of_change: max_per_minute; data_gap: after (\"15m\"); stuck: window (\"30m\"), tolerance; " +
-		"totalizer_reset: clear_after (default \"1h\"); compliance_missing: after (default alert.compliance_missing_after); " +
+		"totalizer_reset: clear_after (default \"1h\"); compliance_missing: after (default submit.missing_after); " +
 		"compliance_rejected: within (default \"168h\")."}
 	ruleSchema = obj{"type": "object", "additionalProperties": false,
 		"required": []string{"id", "point", "variable", "kind", "params", "severity", "renotify_interval", "active", "created_by", "created_at", "updated_at"},

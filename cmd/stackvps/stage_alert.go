@@ -41,6 +41,7 @@ func buildAlert(ctx context.Context, a *app) (runner, error) {
 	proc, err := alert.New(a.cfg.Alert, alert.Deps{
 		Store: alerts.NewStore(pool, nil), Decoder: readings, Encoder: notes, Producer: prod,
 		Topic: a.cfg.Kafka.Topics.Notifications, Registerer: a.reg, Log: a.log.With("stage", "alert"),
+		MissingAfter: a.cfg.Submit.MissingAfter.Std(),
 	})
 	if err != nil {
 		prod.Close()

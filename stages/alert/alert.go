@@ -73,6 +73,11 @@ type Deps struct {
 	Log        *slog.Logger
 	// Now is the processing clock; nil means time.Now.
 	Now func() time.Time
+	// MissingAfter is submit.missing_after: how long after its instant a
+	// compliance slot without data is missing, the default of
+	// compliance_missing rules (params.after overrides it). One definition
+	// for the alerts, the daily report and the API. Required.
+	MissingAfter time.Duration
 }
 
 // Evaluator is the alert stage's processor: it implements
@@ -136,7 +141,7 @@ func New(cfg config.Alert, deps Deps) (*Evaluator, error) {
 	}{
 		{"alert.evaluate_interval", cfg.EvaluateInterval}, {"alert.renotify_interval", cfg.RenotifyInterval},
 		{"alert.idle_after", cfg.IdleAfter}, {"alert.lag_tolerance", cfg.LagTolerance},
-		{"alert.compliance_missing_after", cfg.ComplianceMissingAfter}, {"alert.produce_timeout", cfg.ProduceTimeout},
+		{"alert.produce_timeout", cfg.ProduceTimeout}, {"submit.missing_after", config.Duration(deps.MissingAfter)},
 	} {
 		if d.v <= 0 {
 			problems = append(problems, fmt.Errorf("%s: must be positive; got %s", d.key, d.v))
@@ -604,7 +609,7 @@ func (e *Evaluator) evaluateCompliance(ctx context.Context) error {
 		case alerts.KindComplianceMissing:
 			after := rule.Params.After
 			if after <= 0 {
-				after = e.cfg.ComplianceMissingAfter.Std()
+				after = e.deps.MissingAfter
 			}
 			c, err = e.deps.Store.ComplianceMissing(ctx, rule.Point, now.Add(-after))
 		case alerts.KindComplianceRejected:

@@ -28,7 +28,7 @@
 //   - data_gap (below).
 //   - compliance_missing: fires while the point has compliance_submissions
 //     rows with status PENDING, data NULL and slot_at < now - after
-//     (params.after, default alert.compliance_missing_after); the value is
+//     (params.after, default submit.missing_after); the value is
 //     their count.
 //   - compliance_rejected: fires while the point has rows REJECTED changed
 //     within params.within (default 7 days).

@@ -128,7 +128,8 @@ func (e *env) start(cfg config.Alert) *stage {
 	prod, err := pipeline.NewProducer("alert-notifications", deps)
 	require.NoError(e.t, err)
 	ev, err := alert.New(cfg, alert.Deps{Store: e.store, Decoder: e.rc, Encoder: e.nc, Producer: prod,
-		Topic: e.kafka.Topics.Notifications, Registerer: reg, Log: log, Now: e.clock.Now})
+		Topic: e.kafka.Topics.Notifications, Registerer: reg, Log: log, Now: e.clock.Now,
+		MissingAfter: config.Default().Submit.MissingAfter.Std()})
 	require.NoError(e.t, err)
 	st, err := pipeline.NewStage(pipeline.StageConfig{Name: "alert", Inputs: []string{e.kafka.Topics.Readings},
 		DLQ: e.kafka.Topics.ReadingsDLQ, Processor: ev, FlushInterval: 100 * time.Millisecond}, deps)
