@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,10 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/internal/testenv"
+	"github.com/stackvps/stackvps/sinks/timescale"
 )
 
 // binDir holds the stackvps binary the process tests run; TestMain creates
@@ -227,4 +230,16 @@ func httpGet(ctx context.Context, url string) (int, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
+}
+
+// migratedPool connects to d, applies the migrations and closes the pool
+// at cleanup.
+func migratedPool(t *testing.T, d config.Database) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), d.URL.Reveal())
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = timescale.Migrate(t.Context(), pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	return pool
 }

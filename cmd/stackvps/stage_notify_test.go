@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -21,7 +19,6 @@ import (
 	"github.com/stackvps/stackvps/internal/testenv"
 	"github.com/stackvps/stackvps/points"
 	"github.com/stackvps/stackvps/schemas"
-	"github.com/stackvps/stackvps/sinks/timescale"
 	"github.com/stackvps/stackvps/stages/notify"
 )
 
@@ -34,11 +31,7 @@ func TestRunNotifyIntegration(t *testing.T) {
 	db := testenv.Database(t)
 	kafka := testenv.Kafka(t, 1)
 	ctx := t.Context()
-	pool, err := pgxpool.New(ctx, db.URL.Reveal())
-	require.NoError(t, err)
-	defer pool.Close()
-	_, err = timescale.Migrate(ctx, pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
+	pool := migratedPool(t, db)
 
 	const secret = "run-notify-secret"
 	var mu sync.Mutex

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,12 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackvps/stackvps/internal/testenv"
 	"github.com/stackvps/stackvps/pipeline"
-	"github.com/stackvps/stackvps/sinks/timescale"
 )
 
 // TestRunSchedulerIntegration runs two `stackvps run --stages scheduler`
@@ -29,12 +25,8 @@ func TestRunSchedulerIntegration(t *testing.T) {
 	db := testenv.Database(t)
 	kafka := testenv.Kafka(t, 1)
 	ctx := t.Context()
-	pool, err := pgxpool.New(ctx, db.URL.Reveal())
-	require.NoError(t, err)
-	defer pool.Close()
-	_, err = timescale.Migrate(ctx, pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `INSERT INTO users (email, role) VALUES ('root@example.cl', 'admin');
+	pool := migratedPool(t, db)
+	_, err := pool.Exec(ctx, `INSERT INTO users (email, role) VALUES ('root@example.cl', 'admin');
 		INSERT INTO catchment_points (code, name) VALUES ('P-1', 'Pozo Norte');
 		INSERT INTO devices (id, point) VALUES ('dev-1', 'P-1')`)
 	require.NoError(t, err)
