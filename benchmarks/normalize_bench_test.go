@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stackvps/stackvps/benchmarks/internal/rig"
 	"github.com/stackvps/stackvps/config"
@@ -31,31 +32,43 @@ const (
 )
 
 // BenchmarkNormalize measures the normalize stage against the raw limit of a
-// Kafka consume -> produce hop. 60,000 telemetry.raw records (the bridge's
-// key, value and headers for simulated payloads of 300 devices in the three
-// formats) are produced once, untimed, into a 12-partition topic. Each round
-// consumes all of them from the start with a fresh consumer group and is
-// timed from its start until the output topic's end offsets show every
-// output record (polled every 10ms; topic creation and the stage's shutdown
-// are not timed).
+// Kafka consume -> produce hop moving the same records. 60,000 telemetry.raw
+// records (the bridge's key, value and headers for simulated payloads of 300
+// devices in the three formats) are produced once, untimed, into a
+// 12-partition topic. Each round consumes all of them from the start with a
+// fresh consumer group and is timed from its start until the output topic's
+// end offsets show every output record (polled every 10ms; topic creation and
+// the stage's shutdown are not timed). Every producer uses
+// pipeline.ProducerOpts with the default kafka section (acks=all, idempotent,
+// lz4, sticky key partitioner), as the stage does.
 //
-//   - path=raw_relay: a bare franz-go consumer-group member producing each
-//     record unchanged to another topic (acks=all, idempotent, zstd: the
-//     pipeline's producer options), without per-poll barriers. The raw limit.
+//   - path=raw_fanout: the raw limit of this hop. A bare franz-go
+//     consumer-group member producing, for each record consumed, the exact
+//     records normalize produces for it (key, Avro value, time; computed
+//     before the rounds by the real processor), without per-poll barriers and
+//     without commits: the hop's Kafka traffic (one record in, three out, the
+//     same bytes) with none of its work.
+//   - path=raw_relay: the same member producing each record unchanged (one
+//     out per record in). The raw limit of stage_identity, and for
+//     comparison with the results before 2026-11-27, when it was the
+//     stage's raw limit too although the stage produces three records per
+//     input.
 //   - path=stage_identity: pipeline.Stage with a processor that returns its
 //     record unchanged: the stage runtime's own cost (ack tracking, commits
 //     pipelined behind the next polls, metrics) without normalize's work.
-//     For diagnosis.
+//     For diagnosis; paired with raw_relay.
 //   - path=stage: pipeline.Stage running normalize.New with the built-in
 //     providers, the Avro reading codec without registry and the real device
 //     directory (normalize.Directory over points.Store on a migrated test
 //     schema, loaded into memory before the rounds), producing one reading
-//     per variable (three per record) to telemetry.readings. The hop.
+//     per variable (three per record) to telemetry.readings. The hop; paired
+//     with raw_fanout (ratio_to_raw) and with raw_relay (ratio_to_relay).
 //
 // All report records/s (input records) and cpu-us/record (CPU of the
 // benchmark process: client, stage and Go runtime; not the broker's); the
-// stage paths report ratio_to_raw, each round paired with a raw_relay round
-// run just before it, and path=stage reports readings/s (output records).
+// stage paths report ratio_to_raw, each round paired with a raw round run
+// just before it, and raw_fanout and stage report readings/s (output
+// records).
 //
 //	go test -run '^$' -bench '^BenchmarkNormalize$' -benchtime 1x -benchmem -count 6 -timeout 60m ./benchmarks/ | tee benchmarks/results/normalize.txt
 func BenchmarkNormalize(b *testing.B) {
@@ -78,19 +91,33 @@ func BenchmarkNormalize(b *testing.B) {
 	b.Cleanup(stopDir)
 	go func() { _ = dir.Run(dirCtx) }()
 	raw := rig.RawRecords(stream.Messages, k.Topics.Raw)
-	outs, err := rig.Readings(ctx, stream.DeviceMap(), raw)
+	perRecord, err := rig.ReadingsPerRecord(ctx, stream.DeviceMap(), raw)
 	if err != nil {
 		b.Fatal(err)
 	}
-	wantReadings := int64(len(outs))
+	// outputs[key][value] are the records normalize produces for the raw
+	// record (key, value): what raw_fanout produces, looked up without
+	// allocating.
+	outputs := map[string]map[string][]pipeline.Record{}
+	var wantReadings int64
+	for i, r := range raw {
+		if outputs[string(r.Key)] == nil {
+			outputs[string(r.Key)] = map[string][]pipeline.Record{}
+		}
+		outputs[string(r.Key)][string(r.Value)] = perRecord[i]
+		wantReadings += int64(len(perRecord[i]))
+	}
+	fanoutOf := func(r *kgo.Record) []pipeline.Record { return outputs[string(r.Key)][string(r.Value)] }
 	if err := rig.Produce(ctx, k, raw); err != nil {
 		b.Fatal(err)
 	}
-	identity := k.Topics.Raw + ".identity"
-	if err := rig.EnsureTopic(ctx, k, identity, benchPartitions); err != nil {
-		b.Fatal(err)
+	identity, fanout := k.Topics.Raw+".identity", k.Topics.Readings+".fanout"
+	for _, t := range []string{identity, fanout} {
+		if err := rig.EnsureTopic(ctx, k, t, benchPartitions); err != nil {
+			b.Fatal(err)
+		}
 	}
-	b.Cleanup(func() { _ = pipeline.DeleteTopics(context.Background(), k, []string{identity}) })
+	b.Cleanup(func() { _ = pipeline.DeleteTopics(context.Background(), k, []string{identity, fanout}) })
 	adm, err := rig.Admin(k)
 	if err != nil {
 		b.Fatal(err)
@@ -102,19 +129,20 @@ func BenchmarkNormalize(b *testing.B) {
 	const n = normalizeRecords
 	maxPoll := config.Default().Pipeline.MaxPollRecords
 
-	// relay runs one raw round: a fresh group relays the n records.
-	relay := func(b *testing.B) time.Duration {
-		base := endOffsets(b, adm, identity)
+	// rawRound runs one raw round: a fresh group relays the n records to
+	// out, producing what outputs returns for each (nil: the record).
+	rawRound := func(b *testing.B, path, out string, want int64, outputs func(*kgo.Record) []pipeline.Record) time.Duration {
+		base := endOffsets(b, adm, out)
 		group := testenv.Name(b)
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
 		done := make(chan error, 1)
 		var start, end time.Time
 		var err error
-		labelled("raw_relay", func() {
+		labelled(path, func() {
 			start = time.Now()
-			go func() { done <- rig.Relay(rctx, k, group, k.Topics.Raw, identity, n, maxPoll) }()
-			end, err = rig.WaitEndOffsets(rctx, adm, identity, base+n, endPoll)
+			go func() { done <- rig.Relay(rctx, k, group, k.Topics.Raw, out, want, maxPoll, outputs) }()
+			end, err = rig.WaitEndOffsets(rctx, adm, out, base+want, endPoll)
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -124,6 +152,20 @@ func BenchmarkNormalize(b *testing.B) {
 		}
 		return end.Sub(start)
 	}
+	relay := func(b *testing.B) time.Duration { return rawRound(b, "raw_relay", identity, n, nil) }
+	fanoutRound := func(b *testing.B) time.Duration { return rawRound(b, "raw_fanout", fanout, wantReadings, fanoutOf) }
+
+	b.Run("path=raw_fanout", func(b *testing.B) {
+		var p paired
+		b.ReportAllocs()
+		for b.Loop() {
+			cpu := cpuTime()
+			p.add(n, fanoutRound(b), 0)
+			p.addCPU(cpuTime() - cpu)
+		}
+		rate := p.report(b, "records/s")
+		b.ReportMetric(rate*float64(wantReadings)/n, "readings/s")
+	})
 
 	b.Run("path=raw_relay", func(b *testing.B) {
 		var p paired
@@ -137,17 +179,23 @@ func BenchmarkNormalize(b *testing.B) {
 	})
 
 	// stage runs the paths that use pipeline.Stage: each round is paired
-	// with a relay round, then runs a stage built by build, with a fresh
-	// group, until out holds want more records.
-	stage := func(b *testing.B, path, out string, want int64, build func(*testing.B, *prometheus.Registry) pipeline.Processor) float64 {
+	// with a round of raw (and of also, when not nil), then runs a stage
+	// built by build, with a fresh group, until out holds want more
+	// records. The ratio to also's rounds is reported as alsoUnit.
+	stage := func(b *testing.B, path, out string, want int64, raw, also func(*testing.B) time.Duration, alsoUnit string,
+		build func(*testing.B, *prometheus.Registry) pipeline.Processor) float64 {
 		var p paired
+		var alsoRaw time.Duration
 		var polls, acking, wall float64
 		b.ReportAllocs()
 		for b.Loop() {
 			b.StopTimer()
-			var raw time.Duration
+			var rawTime time.Duration
 			if *pairRounds {
-				raw = relay(b)
+				rawTime = raw(b)
+				if also != nil {
+					alsoRaw += also(b)
+				}
 			}
 			base := endOffsets(b, adm, out)
 			dlqBase := endOffsets(b, adm, k.Topics.RawDLQ)
@@ -178,7 +226,7 @@ func BenchmarkNormalize(b *testing.B) {
 			if d := endOffsets(b, adm, k.Topics.RawDLQ) - dlqBase; d != 0 {
 				b.Fatalf("%d records dead-lettered", d)
 			}
-			p.add(n, end.Sub(start), raw)
+			p.add(n, end.Sub(start), rawTime)
 			// How long polls were in flight: from processed to committed
 			// (produce acks, then the commit). The stage polls and
 			// processes the next polls meanwhile, so this overlaps the
@@ -191,11 +239,15 @@ func BenchmarkNormalize(b *testing.B) {
 		}
 		b.Logf("%.0f polls (%.0f records each on average); a poll's acks and commit took %.0f ms on average (overlapped with the next polls), %.0f%% of the wall time in sum",
 			polls, float64(p.n)/polls, 1000*acking/polls, 100*acking/wall)
-		return p.report(b, "records/s")
+		rate := p.report(b, "records/s")
+		if alsoRaw > 0 {
+			b.ReportMetric(alsoRaw.Seconds()/p.path.Seconds(), alsoUnit)
+		}
+		return rate
 	}
 
 	b.Run("path=stage_identity", func(b *testing.B) {
-		stage(b, "stage_identity", identity, n, func(*testing.B, *prometheus.Registry) pipeline.Processor {
+		stage(b, "stage_identity", identity, n, relay, nil, "", func(*testing.B, *prometheus.Registry) pipeline.Processor {
 			return pipeline.ProcessorFunc(func(_ context.Context, r pipeline.Record) ([]pipeline.Record, error) {
 				return []pipeline.Record{{Key: r.Key, Value: r.Value, Headers: r.Headers, Time: r.Time}}, nil
 			})
@@ -203,7 +255,7 @@ func BenchmarkNormalize(b *testing.B) {
 	})
 
 	b.Run("path=stage", func(b *testing.B) {
-		rate := stage(b, "stage", k.Topics.Readings, wantReadings, func(b *testing.B, reg *prometheus.Registry) pipeline.Processor {
+		rate := stage(b, "stage", k.Topics.Readings, wantReadings, fanoutRound, relay, "ratio_to_relay", func(b *testing.B, reg *prometheus.Registry) pipeline.Processor {
 			return newNormalizer(b, reg, dir)
 		})
 		b.ReportMetric(rate*float64(wantReadings)/n, "readings/s")

@@ -42,11 +42,12 @@ func clientOpts(cfg config.Kafka, clientID string) []kgo.Opt {
 	}
 }
 
-// producerOpts are the durability settings of every producer: acks from all
-// in-sync replicas on an idempotent producer (franz-go's default, stated here
-// so nobody weakens it by accident), retried until the context ends; and the
-// configured batch compression.
-func producerOpts(cfg config.Kafka) []kgo.Opt {
+// ProducerOpts are the settings of every producer of the pipeline: acks from
+// all in-sync replicas on an idempotent producer (franz-go's default, stated
+// here so nobody weakens it by accident), retried until the context ends; the
+// configured batch compression; the sticky key partitioner. Exported so the
+// benchmarks' raw limits produce exactly as the stages do.
+func ProducerOpts(cfg config.Kafka) []kgo.Opt {
 	codecs := map[string]kgo.CompressionCodec{
 		"none": kgo.NoCompression(), "gzip": kgo.GzipCompression(), "snappy": kgo.SnappyCompression(),
 		"lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression(),

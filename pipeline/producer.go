@@ -36,7 +36,7 @@ func NewProducer(name string, deps Deps) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("producer %s: %w", name, err)
 	}
-	opts := append(clientOpts(deps.Kafka, clientID), producerOpts(deps.Kafka)...)
+	opts := append(clientOpts(deps.Kafka, clientID), ProducerOpts(deps.Kafka)...)
 	opts = append(opts, kgo.WithHooks(hook), kgo.WithLogger(kslog.New(deps.Log.With("component", "kafka", "producer", name))))
 	opts = append(opts, deps.ExtraOpts...)
 	cl, err := kgo.NewClient(opts...)

@@ -238,7 +238,7 @@ func newConsumer(name, group string, inputs []string, deps Deps, log *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: %w", name, err)
 	}
-	opts := append(clientOpts(deps.Kafka, clientID), producerOpts(deps.Kafka)...)
+	opts := append(clientOpts(deps.Kafka, clientID), ProducerOpts(deps.Kafka)...)
 	opts = append(opts,
 		kgo.WithHooks(hook),
 		kgo.ConsumerGroup(group),

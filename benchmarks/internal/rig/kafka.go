@@ -14,18 +14,6 @@ import (
 	"github.com/stackvps/stackvps/pipeline"
 )
 
-// ProducerOpts are pipeline's producer settings (pipeline/kafka.go
-// producerOpts), repeated here because they are unexported: acks from all
-// in-sync replicas on an idempotent producer, zstd batches, the sticky key
-// partitioner. The raw limits produce with exactly these.
-func ProducerOpts() []kgo.Opt {
-	return []kgo.Opt{
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchCompression(kgo.ZstdCompression(), kgo.SnappyCompression(), kgo.NoCompression()),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	}
-}
-
 // Admin returns an admin client on k's brokers; close it with Close.
 func Admin(k config.Kafka) (*kadm.Client, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...), kgo.ClientID(k.ClientID+"-bench-admin"))
@@ -97,7 +85,7 @@ func EnsureTopic(ctx context.Context, k config.Kafka, topic string, partitions i
 // Produce writes recs to Kafka with the pipeline's producer settings and
 // waits for every acknowledgement.
 func Produce(ctx context.Context, k config.Kafka, recs []pipeline.Record) error {
-	cl, err := kgo.NewClient(append(ProducerOpts(), kgo.SeedBrokers(k.Brokers...), kgo.ClientID(k.ClientID+"-bench-producer"))...)
+	cl, err := kgo.NewClient(append(pipeline.ProducerOpts(k), kgo.SeedBrokers(k.Brokers...), kgo.ClientID(k.ClientID+"-bench-producer"))...)
 	if err != nil {
 		return err
 	}
@@ -130,13 +118,16 @@ func toKgo(r pipeline.Record) *kgo.Record {
 // Relay is the raw limit of a consume -> process -> produce stage: a bare
 // franz-go consumer-group member that reads topic in from the start (the
 // fetch settings of a pipeline stage: a fresh group, read_committed, polls of
-// at most maxPoll records) and produces every record unchanged (key, value,
-// headers, timestamp) to out with the pipeline's producer settings. Unlike a
-// stage it does not wait for acknowledgements between polls and commits
-// nothing: it is the fastest a client on this machine moves these records.
-// It returns once want records were produced and acknowledged, or ctx ends.
-func Relay(ctx context.Context, k config.Kafka, group, in, out string, want int64, maxPoll int) error {
-	opts := append(ProducerOpts(),
+// at most maxPoll records) and produces, with the pipeline's producer
+// settings (pipeline.ProducerOpts), for every record consumed the records
+// outputs returns for it to out; nil outputs produces each record unchanged
+// (key, value, headers, timestamp). Unlike a stage it does no work on a
+// record beyond looking its outputs up, does not wait for acknowledgements
+// between polls and commits nothing: it is the fastest a client on this
+// machine moves these records. It returns once want records were produced
+// and acknowledged, or ctx ends.
+func Relay(ctx context.Context, k config.Kafka, group, in, out string, want int64, maxPoll int, outputs func(*kgo.Record) []pipeline.Record) error {
+	opts := append(pipeline.ProducerOpts(k),
 		kgo.SeedBrokers(k.Brokers...),
 		kgo.ClientID(k.ClientID+"-bench-relay"),
 		kgo.ConsumerGroup(group),
@@ -154,6 +145,11 @@ func Relay(ctx context.Context, k config.Kafka, group, in, out string, want int6
 		produced int64
 		failed   atomic.Pointer[error]
 	)
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.CompareAndSwap(nil, &err)
+		}
+	}
 	for produced < want {
 		fs := cl.PollRecords(ctx, maxPoll)
 		if ctx.Err() != nil {
@@ -168,13 +164,17 @@ func Relay(ctx context.Context, k config.Kafka, group, in, out string, want int6
 			if produced >= want {
 				return
 			}
-			produced++
-			cl.Produce(ctx, &kgo.Record{Topic: out, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp},
-				func(_ *kgo.Record, err error) {
-					if err != nil {
-						failed.CompareAndSwap(nil, &err)
-					}
-				})
+			if outputs == nil {
+				produced++
+				cl.Produce(ctx, &kgo.Record{Topic: out, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, promise)
+				return
+			}
+			for _, o := range outputs(r) {
+				produced++
+				kr := toKgo(o)
+				kr.Topic = out
+				cl.Produce(ctx, kr, promise)
+			}
 		})
 	}
 	if err := cl.Flush(ctx); err != nil {

@@ -165,18 +165,32 @@ func NewNormalizer(devs normalize.Devices) (*normalize.Normalizer, error) {
 // its output: the telemetry.readings values the sink would consume, one per
 // variable (three per message).
 func Readings(ctx context.Context, devs Devices, recs []pipeline.Record) ([]pipeline.Record, error) {
-	n, err := NewNormalizer(devs)
+	per, err := ReadingsPerRecord(ctx, devs, recs)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]pipeline.Record, 0, 3*len(recs))
+	for _, outs := range per {
+		out = append(out, outs...)
+	}
+	return out, nil
+}
+
+// ReadingsPerRecord is Readings, grouped by input: element i holds the
+// records normalize produces for recs[i].
+func ReadingsPerRecord(ctx context.Context, devs Devices, recs []pipeline.Record) ([][]pipeline.Record, error) {
+	n, err := NewNormalizer(devs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]pipeline.Record, len(recs))
 	for i, r := range recs {
 		r.Partition, r.Offset = 0, int64(i)
 		outs, err := n.Process(ctx, r)
 		if err != nil {
 			return nil, fmt.Errorf("normalizing record %d (%s): %w", i, r.Key, err)
 		}
-		out = append(out, outs...)
+		out[i] = outs
 	}
 	return out, nil
 }
