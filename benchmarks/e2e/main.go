@@ -383,7 +383,8 @@ func (p *process) usage() (usage, error) {
 }
 
 // metrics scrapes the process's /metrics and returns every series summed
-// over its labels, by name (histograms as name_sum and name_count).
+// over its labels, by name (histograms as name_sum and name_count), and the
+// series of each rollup also as name/<rollup> (name/1d).
 func (p *process) metrics(ctx context.Context) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -408,8 +409,13 @@ func (p *process) metrics(ctx context.Context) (map[string]float64, error) {
 		name := line[:strings.IndexAny(line, "{ ")]
 		f := strings.Fields(line)
 		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err == nil {
-			out[name] += v
+		if err != nil {
+			continue
+		}
+		out[name] += v
+		if i := strings.Index(line, `rollup="`); i >= 0 {
+			r := line[i+len(`rollup="`):]
+			out[name+"/"+r[:strings.IndexByte(r, '"')]] += v
 		}
 	}
 	return out, nil
@@ -1165,7 +1171,25 @@ func stageStats(a, b map[string]map[string]float64, ages bool) []string {
 			delta("sink", "stackvps_stage_batch_records_count"), mean("sink", "stackvps_stage_batch_records"),
 			1000*mean("sink", "stackvps_sink_write_seconds"), delta("sink", "stackvps_sink_merge_batches_total"),
 			age("sink", "row (since publish)")),
+		rollupStats(delta),
 	}
+}
+
+// rollupStats summarizes the sink's rollup refreshes in a phase: how many
+// ranges of each rollup were refreshed and the time the database spent on
+// them (each refresh recomputes its buckets from the raw readings).
+func rollupStats(delta func(stage, name string) float64) string {
+	parts := make([]string, 0, 3)
+	for _, r := range []string{"1m", "1h", "1d"} {
+		n := delta("sink", "stackvps_rollups_refresh_seconds_count/"+r)
+		sum := delta("sink", "stackvps_rollups_refresh_seconds_sum/"+r)
+		mean := 0.0
+		if n > 0 {
+			mean = 1000 * sum / n
+		}
+		parts = append(parts, fmt.Sprintf("%s %.0f x %.0f ms = %.1f s", r, n, mean, sum))
+	}
+	return "rollups:   refreshes " + strings.Join(parts, ", ")
 }
 
 // loadName names a fraction of the maximum rate.
