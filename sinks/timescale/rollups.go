@@ -54,8 +54,9 @@ func (r Rollup) index() int {
 var (
 	// mergeGap: touched ranges closer than this are refreshed as one, so a
 	// scatter of late readings costs one refresh, not one per bucket
-	// (timescaledb#2867). Days merge only when adjacent: a day costs a
-	// day of raw readings to recompute.
+	// (timescaledb#2867). Days merge only when adjacent: on TimescaleDB a
+	// day costs a day of raw readings to recompute (on plain PostgreSQL
+	// only its hours, or its minutes in zones like Asia/Kolkata).
 	mergeGap = [3]time.Duration{15 * time.Minute, 2 * time.Hour, 0}
 	// maxPiece bounds one refresh call, so a backfill of months is done in
 	// bounded transactions that make progress one piece at a time.
@@ -230,6 +231,21 @@ type RefresherConfig struct {
 // recomputing only the buckets those ranges intersect (CALL
 // refresh_continuous_aggregate on TimescaleDB, stackvps_refresh_rollup on
 // plain PostgreSQL).
+//
+// On TimescaleDB each continuous aggregate is computed from readings. On
+// plain PostgreSQL the rollups are hierarchical, as TimescaleDB's
+// hierarchical continuous aggregates are (migration 0010): readings_1m from
+// readings, readings_1h from readings_1m, readings_1d from readings_1h
+// where every UTC hour lies within one local date of the day zone (else
+// from readings_1m, else from readings; the database checks), so a pass
+// reads a touched minute of raw readings, not the whole hour and day. A
+// rollup is then only as fresh as the one below it, which the order of a
+// pass guarantees: every range is refreshed in 1m, then 1h, then 1d, and a
+// failed refresh ends the pass, so 1h or 1d never reads a range of 1m that
+// the pass has not refreshed yet. For the same reason an invalidation row
+// that names one rollup refreshes all three on plain PostgreSQL (the lower
+// ones so the named one reads fresh input, the higher ones because they
+// derive from it); on TimescaleDB it refreshes the named one alone.
 //
 // The ranges come from rollup_invalidations, which the sink's Writer fills
 // in each batch's own transaction, and from Touch. A touch arms a timer of
@@ -519,8 +535,13 @@ func (r *Refresher) collect(ctx context.Context, conn *pgx.Conn) (int, error) {
 }
 
 // addPending adds t, aligned outwards to bucket boundaries, to rollup ru's
-// pending set, or to every rollup's when ru is empty.
+// pending set, or to every rollup's when ru is empty. On plain PostgreSQL it
+// always adds t to every rollup's: there the rollups are computed from each
+// other (see Refresher), and the pass refreshes them in order.
 func (r *Refresher) addPending(ru Rollup, t timeRange) {
+	if r.mode == ModePostgres {
+		ru = ""
+	}
 	for _, x := range Rollups() {
 		if ru != "" && ru != x {
 			continue
@@ -670,8 +691,12 @@ func DayTimezone(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 var ErrZoneChangeUnsafe = errors.New("readings_1d cannot be rebuilt in another zone")
 
 // SetDayTimezone makes readings_1d bucket days in zone. When the database's
-// zone differs, readings_1d is rebuilt from readings: on plain PostgreSQL the
-// table is recomputed at once, in one transaction; on TimescaleDB the
+// zone differs, readings_1d is rebuilt: on plain PostgreSQL the table is
+// recomputed at once, in one transaction, from readings_1h (from
+// readings_1m when the new zone's days do not start on whole UTC hours, as
+// in Asia/Kolkata), so it is exactly as fresh as those are: ranges still
+// waiting in rollup_invalidations are refreshed by the next pass in 1m, 1h
+// and then 1d, days of the new zone included; on TimescaleDB the
 // continuous aggregate is recreated in the new zone (real-time aggregation
 // shows correct days at once) and its materialization is queued in
 // rollup_invalidations for the refresher. The change is refused
@@ -724,6 +749,9 @@ func SetDayTimezone(ctx context.Context, pool *pgxpool.Pool, zone string, log *s
 			if _, err := tx.Exec(ctx, `DELETE FROM readings_1d`); err != nil {
 				return fmt.Errorf("emptying readings_1d: %w", err)
 			}
+			// From readings_1h or readings_1m (migration 0010), over the
+			// days of the raw readings: the check above refuses the change
+			// when readings_1d has days before them.
 			if _, err := tx.Exec(ctx, `SELECT stackvps_refresh_rollup('1d', min(time), max(time) + interval '1 microsecond') FROM readings`); err != nil {
 				return fmt.Errorf("rebuilding readings_1d in %s: %w", zone, err)
 			}
