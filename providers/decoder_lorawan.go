@@ -32,6 +32,14 @@ type LoRaWAN struct{}
 // LoRaWANProvider is the name RegisterBuiltin gives the LoRaWAN decoder.
 const LoRaWANProvider = "lorawan-ttn"
 
+// The paths an uplink is read at, compiled once (read-only): the device id
+// and the uplink message in the payload, then the port and the frame in
+// the uplink message.
+var (
+	lorawanPaths       = newPathSet("end_device_ids.device_id", "uplink_message")
+	lorawanUplinkPaths = newPathSet("f_port", "frm_payload")
+)
+
 const (
 	lorawanFPort     = 2
 	lorawanFrameSize = 18
@@ -44,30 +52,40 @@ const (
 // each is an error wrapping ErrBadPayload that names the field. ctx is not
 // consulted.
 func (LoRaWAN) Decode(_ context.Context, p Payload) ([]Reading, error) {
+	return decodeLoRaWAN(p, lorawanPaths, lorawanUplinkPaths)
+}
+
+// decodeLoRaWAN is Decode with the path sets as parameters, for the test
+// that holds them to gjson.Get.
+func decodeLoRaWAN(p Payload, paths, uplinkPaths *pathSet) ([]Reading, error) {
 	if !gjson.ValidBytes(p.Bytes) {
 		return nil, badf("payload", "not valid JSON")
 	}
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
-	device, err := deviceAt(js, "end_device_ids.device_id")
+	var top [2]jsonValue
+	paths.lookup(js, top[:])
+	device, err := deviceOf(top[0], "end_device_ids.device_id")
 	if err != nil {
 		return nil, err
 	}
-	up := gjson.Get(js, "uplink_message")
-	if !up.IsObject() {
+	up := top[1]
+	if !up.isObject() {
 		return nil, badf("uplink_message", "missing or not an object")
 	}
-	port := up.Get("f_port")
-	if port.Type != gjson.Number {
+	var fields [2]jsonValue
+	uplinkPaths.lookup(up.raw, fields[:])
+	port := fields[0]
+	if port.typ != gjson.Number {
 		return nil, badf("uplink_message.f_port", "missing or not a number")
 	}
-	if port.Raw != "2" {
-		return nil, badf("uplink_message.f_port", "is %s; want %d", snippet(port.Raw), lorawanFPort)
+	if port.raw != "2" {
+		return nil, badf("uplink_message.f_port", "is %s; want %d", snippet(port.raw), lorawanFPort)
 	}
-	b64 := up.Get("frm_payload")
-	if b64.Type != gjson.String {
+	b64 := fields[1]
+	if b64.typ != gjson.String {
 		return nil, badf("uplink_message.frm_payload", "missing or not a string")
 	}
-	enc := strings.TrimSpace(b64.Str)
+	enc := strings.TrimSpace(b64.str)
 	if len(enc) > 64 {
 		n := base64.StdEncoding.DecodedLen(len(enc)) - strings.Count(enc[len(enc)-2:], "=")
 		return nil, badf("uplink_message.frm_payload", "frame is %d bytes; want %d", n, lorawanFrameSize)
