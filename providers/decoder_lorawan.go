@@ -58,12 +58,11 @@ func (LoRaWAN) Decode(_ context.Context, p Payload) ([]Reading, error) {
 // decodeLoRaWAN is Decode with the path sets as parameters, for the test
 // that holds them to gjson.Get.
 func decodeLoRaWAN(p Payload, paths, uplinkPaths *pathSet) ([]Reading, error) {
-	if !gjson.ValidBytes(p.Bytes) {
-		return nil, badf("payload", "not valid JSON")
-	}
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
 	var top [2]jsonValue
-	paths.lookup(js, top[:])
+	if !paths.validLookup(js, top[:]) {
+		return nil, badf("payload", "not valid JSON")
+	}
 	device, err := deviceOf(top[0], "end_device_ids.device_id")
 	if err != nil {
 		return nil, err

@@ -24,9 +24,6 @@ import (
 // payload is unknown (the error also matches ErrUnknownUnit), or nothing
 // was read ("no readings"). ctx is not consulted.
 func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
-	if !gjson.ValidBytes(p.Bytes) {
-		return nil, badf("payload", "not valid JSON")
-	}
 	// The payload is only read while decoding: strings that outlive this
 	// call (the device id) are cloned.
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
@@ -37,7 +34,9 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 	} else {
 		vals = make([]jsonValue, n)
 	}
-	s.paths.lookup(js, vals)
+	if !s.paths.validLookup(js, vals) {
+		return nil, badf("payload", "not valid JSON")
+	}
 
 	device := p.Device
 	if s.device != "" {

@@ -32,15 +32,23 @@ var pathSetDocs = []string{
 var pathSetPaths = []string{"a", "b", "b.c", "b.d", "c", "d", "e", "flow_lps", "device_id", "ts", "device.serial",
 	"registers", "time", "k\\\"ey.x", "0", "a.0", "a.b", "a.b.c.d", "a.b.c.e", "ñandú.presión", "missing", "a.missing.deeper", "a.*", "#", "@this"}
 
+// requireMatchesGet requires lookup (for valid JSON) and validLookup to
+// give what gjson.Valid and gjson.Get give.
 func requireMatchesGet(t *testing.T, doc string, paths []string) {
 	t.Helper()
 	ps := newPathSet(paths...)
 	vals := make([]jsonValue, ps.len())
+	valid := gjson.Valid(doc)
+	require.Equal(t, valid, ps.validLookup(doc, vals), "valid: %s", doc)
+	if !valid {
+		return
+	}
+	for _, p := range paths {
+		require.Equal(t, fromResult(gjson.Get(doc, p)), vals[ps.add(p)], "validLookup: doc %s path %q", doc, p)
+	}
 	ps.lookup(doc, vals)
 	for _, p := range paths {
-		want := gjson.Get(doc, p)
-		got := vals[ps.add(p)]
-		require.Equal(t, fromResult(want), got, "doc %s path %q", doc, p)
+		require.Equal(t, fromResult(gjson.Get(doc, p)), vals[ps.add(p)], "lookup: doc %s path %q", doc, p)
 	}
 }
 
@@ -58,6 +66,15 @@ func TestPathSetMatchesGet(t *testing.T) {
 			}
 		}
 		requireMatchesGet(t, doc, simple)
+	}
+}
+
+func TestValidLookupValidatesAsGjson(t *testing.T) {
+	for _, doc := range []string{"", " ", "{", "}", "{}", " {} ", "{} {}", `{"a"}`, `{"a":}`, `{"a":1,}`, `{,"a":1}`, `{"a":1 "b":2}`,
+		"[", "[]", "[1,]", "[,1]", "[1 2]", `"`, `"a`, `"\x"`, `"\u12"`, `"\u12g4"`, `"\u1234"`, "\"\x01\"", "\"\x7f\xff\"",
+		"-", "-a", "01", "1.", "1.e5", "1e", "1e+", "1E-7", "-0.0", "+1", ".5", "tru", "true", "truex", "nul", "null", "fals", "false",
+		`{"a":[{"b":[1,{"c":"d"}]}],"e":{"f":{}}}`, "\t\n\r{\"a\"\t:\r1}\n", "{\"a\":1}\x00"} {
+		requireMatchesGet(t, doc, []string{"a", "a.b", "e.f"})
 	}
 }
 
@@ -86,8 +103,8 @@ func TestArrayIterMatchesForEach(t *testing.T) {
 	}
 }
 
-// FuzzPathSet compares the one-pass lookup with gjson.Get on arbitrary
-// documents and paths (comma-separated).
+// FuzzPathSet compares the one-pass lookups with gjson.Valid and gjson.Get
+// on arbitrary documents and paths (comma-separated).
 //
 //	go test ./providers -run '^$' -fuzz FuzzPathSet -fuzztime 20s
 func FuzzPathSet(f *testing.F) {
@@ -96,14 +113,14 @@ func FuzzPathSet(f *testing.F) {
 		f.Add(doc, "a,b.c,a.b.c.d")
 	}
 	f.Fuzz(func(t *testing.T, doc, paths string) {
-		if !gjson.Valid(doc) {
-			return
-		}
 		ps := strings.Split(paths, ",")
 		if len(ps) > 16 {
 			ps = ps[:16]
 		}
 		requireMatchesGet(t, doc, ps)
+		if !gjson.Valid(doc) {
+			return
+		}
 		if r := gjson.Parse(doc); r.IsArray() {
 			var want []string
 			r.ForEach(func(_, v gjson.Result) bool {
