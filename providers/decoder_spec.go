@@ -82,7 +82,7 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 			if u.typ != gjson.String {
 				return nil, badf(v.unitPath, "%s unit missing or not a string", v.variable)
 			}
-			c, _, err := lookupUnit(v.variable, u.str)
+			c, err := v.q.unit(v.variable, u.str)
 			if err != nil {
 				return nil, badUnit(v.unitPath, err)
 			}
@@ -164,7 +164,7 @@ func (rs *regSpec) decode(arr jsonValue, device string, at time.Time) ([]Reading
 			if u.typ != gjson.String {
 				return nil, badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.unitField), "register %q (%s) unit missing or not a string", key, e.variable)
 			}
-			c, _, err := lookupUnit(e.variable, u.str)
+			c, err := e.q.unit(e.variable, u.str)
 			if err != nil {
 				return nil, badUnit(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.unitField), err)
 			}
@@ -368,11 +368,16 @@ func number(r jsonValue) (num, error) {
 	default:
 		return num{}, fmt.Errorf("is not a number: %s", snippet(r.raw))
 	}
+	d, exact := parseDecimal(s)
+	if exact {
+		if v, ok := d.float(); ok {
+			return num{f: v, d: d, exact: true}, nil
+		}
+	}
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil || !finite(v) {
 		return num{}, fmt.Errorf("is out of range: %s", snippet(s))
 	}
-	d, exact := parseDecimal(s)
 	return num{f: v, d: d, exact: exact}, nil
 }
 
