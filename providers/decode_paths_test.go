@@ -9,6 +9,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+var (
+	_ AppendDecoder = (*Spec)(nil)
+	_ AppendDecoder = LoRaWAN{}
+)
+
 // slowPaths returns a copy of ps that reads every path with gjson.Get.
 func slowPaths(ps *pathSet) *pathSet {
 	return &pathSet{paths: ps.paths}
@@ -74,6 +79,19 @@ func requireSameDecoding(t *testing.T, specs map[string]Decoder, payload []byte)
 		require.NoError(t, err, "%s: %s", name, payload)
 		require.Equal(t, want, got, "%s: %s", name, payload)
 	}
+	// AppendDecode appends what Decode returns.
+	prefix := []Reading{{Device: "before", Variable: "flow"}}
+	for name, d := range specs {
+		check(name+" AppendDecode", func() ([]Reading, error) {
+			out, err := d.(AppendDecoder).AppendDecode(t.Context(), append(make([]Reading, 0, 8), prefix...), p)
+			if err != nil {
+				require.Nil(t, out)
+				return nil, err
+			}
+			require.Equal(t, prefix, out[:1])
+			return out[1:], nil
+		}, func() ([]Reading, error) { return d.Decode(t.Context(), p) })
+	}
 	for name, d := range specs {
 		s := d.(*Spec)
 		check(name, func() ([]Reading, error) { return s.Decode(t.Context(), p) },
@@ -81,7 +99,7 @@ func requireSameDecoding(t *testing.T, specs map[string]Decoder, payload []byte)
 	}
 	check(LoRaWANProvider, func() ([]Reading, error) { return LoRaWAN{}.Decode(t.Context(), p) },
 		func() ([]Reading, error) {
-			return decodeLoRaWAN(p, slowPaths(lorawanPaths), slowPaths(lorawanUplinkPaths))
+			return decodeLoRaWAN(nil, p, slowPaths(lorawanPaths), slowPaths(lorawanUplinkPaths))
 		})
 }
 

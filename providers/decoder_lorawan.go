@@ -52,12 +52,17 @@ const (
 // each is an error wrapping ErrBadPayload that names the field. ctx is not
 // consulted.
 func (LoRaWAN) Decode(_ context.Context, p Payload) ([]Reading, error) {
-	return decodeLoRaWAN(p, lorawanPaths, lorawanUplinkPaths)
+	return decodeLoRaWAN(make([]Reading, 0, 3), p, lorawanPaths, lorawanUplinkPaths)
 }
 
-// decodeLoRaWAN is Decode with the path sets as parameters, for the test
-// that holds them to gjson.Get.
-func decodeLoRaWAN(p Payload, paths, uplinkPaths *pathSet) ([]Reading, error) {
+// AppendDecode is Decode appending to dst (see AppendDecoder).
+func (LoRaWAN) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Reading, error) {
+	return decodeLoRaWAN(dst, p, lorawanPaths, lorawanUplinkPaths)
+}
+
+// decodeLoRaWAN is AppendDecode with the path sets as parameters, for the
+// test that holds them to gjson.Get.
+func decodeLoRaWAN(dst []Reading, p Payload, paths, uplinkPaths *pathSet) ([]Reading, error) {
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
 	var top [2]jsonValue
 	if !paths.validLookup(js, top[:]) {
@@ -99,10 +104,10 @@ func decodeLoRaWAN(p Payload, paths, uplinkPaths *pathSet) ([]Reading, error) {
 	}
 	var frame [lorawanFrameSize]byte
 	copy(frame[:], buf[:n])
-	return decodeLoRaWANFrame(device, frame)
+	return decodeLoRaWANFrame(dst, device, frame)
 }
 
-func decodeLoRaWANFrame(device string, f [lorawanFrameSize]byte) ([]Reading, error) {
+func decodeLoRaWANFrame(dst []Reading, device string, f [lorawanFrameSize]byte) ([]Reading, error) {
 	if f[0] != lorawanVersion {
 		return nil, badf("uplink_message.frm_payload", "frame version %d; want %d", f[0], lorawanVersion)
 	}
@@ -115,9 +120,9 @@ func decodeLoRaWANFrame(device string, f [lorawanFrameSize]byte) ([]Reading, err
 	flow := float64(int32(binary.BigEndian.Uint32(f[7:11])))
 	total := float64(binary.BigEndian.Uint32(f[11:15]))
 	level := float64(binary.BigEndian.Uint16(f[15:17]))
-	return []Reading{
-		{Device: device, Time: at, Variable: "flow", Value: flow / 1000, Unit: "L/s", RawValue: flow, RawUnit: "mL/s"},
-		{Device: device, Time: at, Variable: "totalizer", Value: total / 1000, Unit: "m3", RawValue: total, RawUnit: "L"},
-		{Device: device, Time: at, Variable: "level", Value: level / 100, Unit: "m", RawValue: level, RawUnit: "cm"},
-	}, nil
+	return append(dst,
+		Reading{Device: device, Time: at, Variable: "flow", Value: flow / 1000, Unit: "L/s", RawValue: flow, RawUnit: "mL/s"},
+		Reading{Device: device, Time: at, Variable: "totalizer", Value: total / 1000, Unit: "m3", RawValue: total, RawUnit: "L"},
+		Reading{Device: device, Time: at, Variable: "level", Value: level / 100, Unit: "m", RawValue: level, RawUnit: "cm"},
+	), nil
 }

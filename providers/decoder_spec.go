@@ -23,7 +23,16 @@ import (
 // parsed or lies outside 1970-01-01..2262-04-11, a unit read from the
 // payload is unknown (the error also matches ErrUnknownUnit), or nothing
 // was read ("no readings"). ctx is not consulted.
-func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
+func (s *Spec) Decode(ctx context.Context, p Payload) ([]Reading, error) {
+	n := len(s.vars)
+	if s.regs != nil {
+		n = len(s.regs.entries)
+	}
+	return s.AppendDecode(ctx, make([]Reading, 0, n), p)
+}
+
+// AppendDecode is Decode appending to dst (see AppendDecoder).
+func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Reading, error) {
 	// The payload is only read while decoding: strings that outlive this
 	// call (the device id) are cloned.
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
@@ -60,9 +69,9 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 		return nil, badf("time", "the spec reads no time and the reception time is not set")
 	}
 	if s.regs != nil {
-		return s.regs.decode(vals[s.regsSlot], device, at)
+		return s.regs.appendDecode(dst, vals[s.regsSlot], device, at)
 	}
-	out := make([]Reading, 0, len(s.vars))
+	out, n := dst, len(dst)
 	for i := range s.vars {
 		v := &s.vars[i]
 		res := vals[v.pathSlot]
@@ -94,7 +103,7 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 		}
 		out = append(out, Reading{Device: device, Time: at, Variable: v.variable, Value: val, Unit: v.unit, RawValue: raw.f, RawUnit: conv.unit})
 	}
-	if len(out) == 0 {
+	if len(out) == n {
 		return nil, badf("payload", "no readings")
 	}
 	return out, nil
@@ -104,15 +113,16 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 // stack; a spec with more allocates them.
 const maxStackPaths = 16
 
-// decode reads the registers array arr (the value at rs.path).
-func (rs *regSpec) decode(arr jsonValue, device string, at time.Time) ([]Reading, error) {
+// appendDecode reads the registers array arr (the value at rs.path),
+// appending to dst.
+func (rs *regSpec) appendDecode(dst []Reading, arr jsonValue, device string, at time.Time) ([]Reading, error) {
 	if !arr.isArray() {
 		if !arr.present() {
 			return nil, badf(rs.path, "missing")
 		}
 		return nil, badf(rs.path, "not an array")
 	}
-	out := make([]Reading, 0, len(rs.entries))
+	out, n := dst, len(dst)
 	var seen uint64 // bit i: entries[i] was read; a variable is mapped once, so len(entries) <= len(Variables()) < 64
 	var stack [3]jsonValue
 	fields := stack[:0]
@@ -177,11 +187,11 @@ func (rs *regSpec) decode(arr jsonValue, device string, at time.Time) ([]Reading
 		out = append(out, Reading{Device: device, Time: at, Variable: e.variable, Value: v, Unit: e.unit, RawValue: raw.f, RawUnit: conv.unit})
 	}
 	for _, idx := range rs.required {
-		if !hasVariable(out, rs.entries[idx].variable) {
+		if !hasVariable(out[n:], rs.entries[idx].variable) {
 			return nil, badf(rs.path, "required %s (register %q) missing", rs.entries[idx].variable, rs.entries[idx].id)
 		}
 	}
-	if len(out) == 0 {
+	if len(out) == n {
 		return nil, badf("payload", "no readings")
 	}
 	return out, nil

@@ -13,12 +13,12 @@ import (
 // every payload, so this is the pass it cannot avoid.
 func (ps *pathSet) validLookup(js string, vals []jsonValue) bool {
 	clear(vals)
-	sc := scanner{s: js, vals: vals, left: len(ps.paths)}
+	sc := scanner{s: js, left: len(ps.paths)}
 	i := sc.space(0)
 	if i < len(js) && js[i] == '{' && ps.root != nil {
 		sc.node = ps.root
 	}
-	i, ok := sc.value(i, sc.node)
+	i, ok := sc.value(i, sc.node, vals)
 	if !ok || sc.space(i) != len(js) {
 		return false
 	}
@@ -34,13 +34,14 @@ func (ps *pathSet) validLookup(js string, vals []jsonValue) bool {
 
 // scanner is the state of validLookup. Its methods mirror gjson's
 // validator (validany, validobject, ...) one for one, so that it accepts
-// exactly what gjson.Valid accepts (FuzzValidLookup).
+// exactly what gjson.Valid accepts (FuzzPathSet). The values found go to
+// the vals argument of its methods, which is not a field so that it can
+// stay on the caller's stack.
 type scanner struct {
 	s    string
 	node *pathNode // the root, or nil when the paths are left to gjson.Get
-	vals []jsonValue
-	left int  // paths not resolved yet
-	bail bool // a path goes into an array
+	left int       // paths not resolved yet
+	bail bool      // a path goes into an array
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -56,19 +57,19 @@ func (sc *scanner) space(i int) int {
 // value validates the value at i (after optional space) and returns the
 // index just past it. n is the path node whose children are looked up in
 // it, when it is an object; nil when no path goes through it.
-func (sc *scanner) value(i int, n *pathNode) (int, bool) {
+func (sc *scanner) value(i int, n *pathNode, vals []jsonValue) (int, bool) {
 	i = sc.space(i)
 	if i >= len(sc.s) {
 		return i, false
 	}
 	switch sc.s[i] {
 	case '{':
-		return sc.object(i+1, n)
+		return sc.object(i+1, n, vals)
 	case '[':
 		if n != nil && sc.left > 0 {
 			sc.bail = true // gjson reads indexes and queries in arrays
 		}
-		return sc.array(i + 1)
+		return sc.array(i+1, vals)
 	case '"':
 		return sc.str(i + 1)
 	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
@@ -83,7 +84,7 @@ func (sc *scanner) value(i int, n *pathNode) (int, bool) {
 	return i, false
 }
 
-func (sc *scanner) object(i int, n *pathNode) (int, bool) {
+func (sc *scanner) object(i int, n *pathNode, vals []jsonValue) (int, bool) {
 	s := sc.s
 	i = sc.space(i)
 	if i < len(s) && s[i] == '}' {
@@ -110,11 +111,11 @@ func (sc *scanner) object(i int, n *pathNode) (int, bool) {
 		if child != nil && len(child.children) > 0 {
 			next = child
 		}
-		if i, ok = sc.value(vs, next); !ok {
+		if i, ok = sc.value(vs, next, vals); !ok {
 			return i, false
 		}
-		if child != nil && child.slot >= 0 && !sc.vals[child.slot].exists() {
-			sc.vals[child.slot] = leaf(s[vs:i])
+		if child != nil && child.slot >= 0 && !vals[child.slot].exists() {
+			vals[child.slot] = leaf(s[vs:i])
 			sc.left--
 		}
 		if i = sc.space(i); i >= len(s) {
@@ -146,7 +147,7 @@ func (n *pathNode) match(quoted string) *pathNode {
 	return nil
 }
 
-func (sc *scanner) array(i int) (int, bool) {
+func (sc *scanner) array(i int, vals []jsonValue) (int, bool) {
 	s := sc.s
 	i = sc.space(i)
 	if i < len(s) && s[i] == ']' {
@@ -154,7 +155,7 @@ func (sc *scanner) array(i int) (int, bool) {
 	}
 	for {
 		var ok bool
-		if i, ok = sc.value(i, nil); !ok {
+		if i, ok = sc.value(i, nil, vals); !ok {
 			return i, false
 		}
 		if i = sc.space(i); i >= len(s) {
