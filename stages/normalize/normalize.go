@@ -91,6 +91,7 @@ type decoderEntry struct {
 
 // scratch is what one Process call needs and does not return, reused.
 type scratch struct {
+	readings []providers.Reading // decoded, when the decoder appends
 	devs     []resolved
 	assessed []assessed
 	// reading is the Avro record being encoded; raw and unit back its
@@ -205,10 +206,21 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 			received = t
 		}
 	}
-	readings, err := ent.dec.Decode(ctx, providers.Payload{
+	sc := n.scratch.Get().(*scratch)
+	defer n.release(sc)
+	payload := providers.Payload{
 		Provider: provider, Device: string(rec.Key), Topic: string(topic),
 		Bytes: rec.Value, ReceivedAt: received,
-	})
+	}
+	var readings []providers.Reading
+	if ad, ok := ent.dec.(providers.AppendDecoder); ok {
+		readings, err = ad.AppendDecode(ctx, sc.readings[:0], payload)
+		if readings != nil {
+			sc.readings = readings
+		}
+	} else {
+		readings, err = ent.dec.Decode(ctx, payload)
+	}
 	if err != nil {
 		return nil, pipeline.Permanent("bad_payload", fmt.Errorf("decoding %s payload: %w", provider, err))
 	}
@@ -224,8 +236,6 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 				r.Device, r.Time.UTC().Format(time.RFC3339), n.cfg.MaxAge))
 		}
 	}
-	sc := n.scratch.Get().(*scratch)
-	defer n.release(sc)
 	// Resolve every device before producing anything: a payload is stored
 	// whole or dead-lettered whole.
 	for _, r := range readings {
@@ -324,6 +334,8 @@ func sourceOf(topic string, partition int32, offset int64) string {
 
 // release returns sc to the pool without the references it held.
 func (n *Normalizer) release(sc *scratch) {
+	clear(sc.readings[:cap(sc.readings)])
+	sc.readings = sc.readings[:0]
 	clear(sc.devs)
 	sc.devs = sc.devs[:0]
 	clear(sc.assessed)
