@@ -48,7 +48,7 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 
 // space returns the index of the first byte from i that is not JSON space.
 func (sc *scanner) space(i int) int {
-	for i < len(sc.s) && isSpace(sc.s[i]) {
+	for i < len(sc.s) && sc.s[i] <= ' ' && isSpace(sc.s[i]) {
 		i++
 	}
 	return i
