@@ -37,7 +37,7 @@ func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Read
 	// call (the device id) are cloned.
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
 	var stack [maxStackPaths]jsonValue
-	vals := stack[:0]
+	var vals []jsonValue
 	if n := s.paths.len(); n <= len(stack) {
 		vals = stack[:n]
 	} else {
@@ -125,12 +125,7 @@ func (rs *regSpec) appendDecode(dst []Reading, arr jsonValue, device string, at 
 	out, n := dst, len(dst)
 	var seen uint64 // bit i: entries[i] was read; a variable is mapped once, so len(entries) <= len(Variables()) < 64
 	var stack [3]jsonValue
-	fields := stack[:0]
-	if n := rs.elem.len(); n <= len(stack) {
-		fields = stack[:n]
-	} else {
-		fields = make([]jsonValue, n) // id, value and unit name fewer than three paths
-	}
+	fields := stack[:rs.elem.len()] // id, value and unit: at most three paths
 	it := arrayIter{s: arr.raw, i: 1}
 	for i := 0; ; i++ {
 		elem, ok := it.next()
