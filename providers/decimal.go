@@ -63,6 +63,33 @@ func parseDecimal(s string) (d decimal, ok bool) {
 	return d, sawDigit
 }
 
+// exactPow10 are the powers of ten a float64 holds exactly.
+var exactPow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// float returns the float64 nearest d, what strconv.ParseFloat gives for
+// the text d was parsed from, when one multiplication or division of
+// exact float64s gives it (Clinger's fast path: a mantissa of at most 53
+// bits and a power of ten up to 1e22, so the one rounding is the only
+// one); ok is false otherwise. Sensor values almost always qualify, and
+// this skips strconv's general parser for them.
+func (d decimal) float() (f float64, ok bool) {
+	switch {
+	case d.mant == 0:
+		f = 0
+	case d.mant > 1<<53 || d.exp < -22 || d.exp > 22:
+		return 0, false
+	case d.exp >= 0:
+		f = float64(d.mant) * exactPow10[d.exp]
+	default:
+		f = float64(d.mant) / exactPow10[-d.exp]
+	}
+	if d.neg {
+		f = -f
+	}
+	return f, true
+}
+
 // decimalOf returns the shortest decimal that reads back as v.
 func decimalOf(v float64) (decimal, bool) {
 	var buf [32]byte

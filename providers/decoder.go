@@ -71,3 +71,14 @@ type Reading struct {
 type Decoder interface {
 	Decode(ctx context.Context, p Payload) ([]Reading, error)
 }
+
+// An AppendDecoder is a Decoder that can append its readings to a slice
+// the caller reuses, which saves a hot caller an allocation per payload.
+// AppendDecode(ctx, dst, p) appends to dst what Decode(ctx, p) returns
+// and returns the extended slice, or nil and the error Decode returns (it
+// may have written to dst's spare capacity meanwhile). Nothing in dst is
+// retained. The shipped decoders are AppendDecoders.
+type AppendDecoder interface {
+	Decoder
+	AppendDecode(ctx context.Context, dst []Reading, p Payload) ([]Reading, error)
+}

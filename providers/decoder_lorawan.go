@@ -32,6 +32,14 @@ type LoRaWAN struct{}
 // LoRaWANProvider is the name RegisterBuiltin gives the LoRaWAN decoder.
 const LoRaWANProvider = "lorawan-ttn"
 
+// The paths an uplink is read at, compiled once (read-only): the device id
+// and the uplink message in the payload, then the port and the frame in
+// the uplink message.
+var (
+	lorawanPaths       = newPathSet("end_device_ids.device_id", "uplink_message")
+	lorawanUplinkPaths = newPathSet("f_port", "frm_payload")
+)
+
 const (
 	lorawanFPort     = 2
 	lorawanFrameSize = 18
@@ -44,30 +52,44 @@ const (
 // each is an error wrapping ErrBadPayload that names the field. ctx is not
 // consulted.
 func (LoRaWAN) Decode(_ context.Context, p Payload) ([]Reading, error) {
-	if !gjson.ValidBytes(p.Bytes) {
+	return decodeLoRaWAN(make([]Reading, 0, 3), p, lorawanPaths, lorawanUplinkPaths)
+}
+
+// AppendDecode is Decode appending to dst (see AppendDecoder).
+func (LoRaWAN) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Reading, error) {
+	return decodeLoRaWAN(dst, p, lorawanPaths, lorawanUplinkPaths)
+}
+
+// decodeLoRaWAN is AppendDecode with the path sets as parameters, for the
+// test that holds them to gjson.Get.
+func decodeLoRaWAN(dst []Reading, p Payload, paths, uplinkPaths *pathSet) ([]Reading, error) {
+	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
+	var top [2]jsonValue
+	if !paths.validLookup(js, top[:]) {
 		return nil, badf("payload", "not valid JSON")
 	}
-	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
-	device, err := deviceAt(js, "end_device_ids.device_id")
+	device, err := deviceOf(top[0], "end_device_ids.device_id")
 	if err != nil {
 		return nil, err
 	}
-	up := gjson.Get(js, "uplink_message")
-	if !up.IsObject() {
+	up := top[1]
+	if !up.isObject() {
 		return nil, badf("uplink_message", "missing or not an object")
 	}
-	port := up.Get("f_port")
-	if port.Type != gjson.Number {
+	var fields [2]jsonValue
+	uplinkPaths.lookup(up.raw, fields[:])
+	port := fields[0]
+	if port.typ != gjson.Number {
 		return nil, badf("uplink_message.f_port", "missing or not a number")
 	}
-	if port.Raw != "2" {
-		return nil, badf("uplink_message.f_port", "is %s; want %d", snippet(port.Raw), lorawanFPort)
+	if port.raw != "2" {
+		return nil, badf("uplink_message.f_port", "is %s; want %d", snippet(port.raw), lorawanFPort)
 	}
-	b64 := up.Get("frm_payload")
-	if b64.Type != gjson.String {
+	b64 := fields[1]
+	if b64.typ != gjson.String {
 		return nil, badf("uplink_message.frm_payload", "missing or not a string")
 	}
-	enc := strings.TrimSpace(b64.Str)
+	enc := strings.TrimSpace(b64.str)
 	if len(enc) > 64 {
 		n := base64.StdEncoding.DecodedLen(len(enc)) - strings.Count(enc[len(enc)-2:], "=")
 		return nil, badf("uplink_message.frm_payload", "frame is %d bytes; want %d", n, lorawanFrameSize)
@@ -82,10 +104,10 @@ func (LoRaWAN) Decode(_ context.Context, p Payload) ([]Reading, error) {
 	}
 	var frame [lorawanFrameSize]byte
 	copy(frame[:], buf[:n])
-	return decodeLoRaWANFrame(device, frame)
+	return decodeLoRaWANFrame(dst, device, frame)
 }
 
-func decodeLoRaWANFrame(device string, f [lorawanFrameSize]byte) ([]Reading, error) {
+func decodeLoRaWANFrame(dst []Reading, device string, f [lorawanFrameSize]byte) ([]Reading, error) {
 	if f[0] != lorawanVersion {
 		return nil, badf("uplink_message.frm_payload", "frame version %d; want %d", f[0], lorawanVersion)
 	}
@@ -98,9 +120,9 @@ func decodeLoRaWANFrame(device string, f [lorawanFrameSize]byte) ([]Reading, err
 	flow := float64(int32(binary.BigEndian.Uint32(f[7:11])))
 	total := float64(binary.BigEndian.Uint32(f[11:15]))
 	level := float64(binary.BigEndian.Uint16(f[15:17]))
-	return []Reading{
-		{Device: device, Time: at, Variable: "flow", Value: flow / 1000, Unit: "L/s", RawValue: flow, RawUnit: "mL/s"},
-		{Device: device, Time: at, Variable: "totalizer", Value: total / 1000, Unit: "m3", RawValue: total, RawUnit: "L"},
-		{Device: device, Time: at, Variable: "level", Value: level / 100, Unit: "m", RawValue: level, RawUnit: "cm"},
-	}, nil
+	return append(dst,
+		Reading{Device: device, Time: at, Variable: "flow", Value: flow / 1000, Unit: "L/s", RawValue: flow, RawUnit: "mL/s"},
+		Reading{Device: device, Time: at, Variable: "totalizer", Value: total / 1000, Unit: "m3", RawValue: total, RawUnit: "L"},
+		Reading{Device: device, Time: at, Variable: "level", Value: level / 100, Unit: "m", RawValue: level, RawUnit: "cm"},
+	), nil
 }

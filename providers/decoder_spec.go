@@ -23,17 +23,33 @@ import (
 // parsed or lies outside 1970-01-01..2262-04-11, a unit read from the
 // payload is unknown (the error also matches ErrUnknownUnit), or nothing
 // was read ("no readings"). ctx is not consulted.
-func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
-	if !gjson.ValidBytes(p.Bytes) {
-		return nil, badf("payload", "not valid JSON")
+func (s *Spec) Decode(ctx context.Context, p Payload) ([]Reading, error) {
+	n := len(s.vars)
+	if s.regs != nil {
+		n = len(s.regs.entries)
 	}
+	return s.AppendDecode(ctx, make([]Reading, 0, n), p)
+}
+
+// AppendDecode is Decode appending to dst (see AppendDecoder).
+func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Reading, error) {
 	// The payload is only read while decoding: strings that outlive this
 	// call (the device id) are cloned.
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
+	var stack [maxStackPaths]jsonValue
+	var vals []jsonValue
+	if n := s.paths.len(); n <= len(stack) {
+		vals = stack[:n]
+	} else {
+		vals = make([]jsonValue, n)
+	}
+	if !s.paths.validLookup(js, vals) {
+		return nil, badf("payload", "not valid JSON")
+	}
 
 	device := p.Device
 	if s.device != "" {
-		d, err := deviceAt(js, s.device)
+		d, err := deviceOf(vals[s.deviceSlot], s.device)
 		if err != nil {
 			return nil, err
 		}
@@ -44,7 +60,7 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 	}
 	at := p.ReceivedAt.UTC()
 	if s.time != nil {
-		t, err := s.time.at(js)
+		t, err := s.time.of(vals[s.time.slot])
 		if err != nil {
 			return nil, err
 		}
@@ -53,13 +69,13 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 		return nil, badf("time", "the spec reads no time and the reception time is not set")
 	}
 	if s.regs != nil {
-		return s.regs.decode(js, device, at)
+		return s.regs.appendDecode(dst, vals[s.regsSlot], device, at)
 	}
-	out := make([]Reading, 0, len(s.vars))
+	out, n := dst, len(dst)
 	for i := range s.vars {
 		v := &s.vars[i]
-		res := gjson.Get(js, v.path)
-		if !res.Exists() || res.Type == gjson.Null {
+		res := vals[v.pathSlot]
+		if !res.present() {
 			if v.optional {
 				continue
 			}
@@ -71,11 +87,11 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 		}
 		conv := v.conv
 		if v.unitPath != "" {
-			u := gjson.Get(js, v.unitPath)
-			if u.Type != gjson.String {
+			u := vals[v.unitSlot]
+			if u.typ != gjson.String {
 				return nil, badf(v.unitPath, "%s unit missing or not a string", v.variable)
 			}
-			c, _, err := lookupUnit(v.variable, u.Str)
+			c, err := v.q.unit(v.variable, u.str)
 			if err != nil {
 				return nil, badUnit(v.unitPath, err)
 			}
@@ -87,90 +103,90 @@ func (s *Spec) Decode(_ context.Context, p Payload) ([]Reading, error) {
 		}
 		out = append(out, Reading{Device: device, Time: at, Variable: v.variable, Value: val, Unit: v.unit, RawValue: raw.f, RawUnit: conv.unit})
 	}
-	if len(out) == 0 {
+	if len(out) == n {
 		return nil, badf("payload", "no readings")
 	}
 	return out, nil
 }
 
-func (rs *regSpec) decode(js, device string, at time.Time) ([]Reading, error) {
-	arr := gjson.Get(js, rs.path)
-	if !arr.IsArray() {
-		if !arr.Exists() || arr.Type == gjson.Null {
+// maxStackPaths is how many paths a spec may read with their values on the
+// stack; a spec with more allocates them.
+const maxStackPaths = 16
+
+// appendDecode reads the registers array arr (the value at rs.path),
+// appending to dst.
+func (rs *regSpec) appendDecode(dst []Reading, arr jsonValue, device string, at time.Time) ([]Reading, error) {
+	if !arr.isArray() {
+		if !arr.present() {
 			return nil, badf(rs.path, "missing")
 		}
 		return nil, badf(rs.path, "not an array")
 	}
-	out := make([]Reading, 0, len(rs.entries))
+	out, n := dst, len(dst)
 	var seen uint64 // bit i: entries[i] was read; a variable is mapped once, so len(entries) <= len(Variables()) < 64
-	var err error
-	i := -1
-	arr.ForEach(func(_, elem gjson.Result) bool {
-		i++
-		if !elem.IsObject() {
-			err = badf(rs.path, "element %d is not an object", i)
-			return false
+	var stack [3]jsonValue
+	fields := stack[:rs.elem.len()] // id, value and unit: at most three paths
+	it := arrayIter{s: arr.raw, i: 1}
+	for i := 0; ; i++ {
+		elem, ok := it.next()
+		if !ok {
+			break
 		}
-		id := elem.Get(rs.id)
+		if elem[0] != '{' {
+			return nil, badf(rs.path, "element %d is not an object", i)
+		}
+		rs.elem.lookup(elem, fields)
+		id := fields[rs.idSlot]
 		var key string
-		switch id.Type {
+		switch id.typ {
 		case gjson.String:
-			key = id.Str
+			key = id.str
 		case gjson.Number:
-			key = id.Raw
+			key = id.raw
 		default:
-			return true // no usable id: not a register we map
+			continue // no usable id: not a register we map
 		}
 		idx, mapped := rs.byID[key]
 		if !mapped {
-			return true // unknown register ids are ignored
+			continue // unknown register ids are ignored
 		}
 		e := &rs.entries[idx]
 		if seen&(1<<idx) != 0 {
-			err = badf(fmt.Sprintf("%s.%d", rs.path, i), "register %q given twice", key)
-			return false
+			return nil, badf(fmt.Sprintf("%s.%d", rs.path, i), "register %q given twice", key)
 		}
 		seen |= 1 << idx
-		val := elem.Get(rs.value)
-		if !val.Exists() || val.Type == gjson.Null {
-			return true // a register without a value is an absent one
+		val := fields[rs.valueSlot]
+		if !val.present() {
+			continue // a register without a value is an absent one
 		}
-		raw, nerr := number(val)
-		if nerr != nil {
-			err = badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.value), "register %q (%s) %v", key, e.variable, nerr)
-			return false
+		raw, err := number(val)
+		if err != nil {
+			return nil, badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.value), "register %q (%s) %v", key, e.variable, err)
 		}
 		conv := e.conv
 		if rs.unitField != "" {
-			u := elem.Get(rs.unitField)
-			if u.Type != gjson.String {
-				err = badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.unitField), "register %q (%s) unit missing or not a string", key, e.variable)
-				return false
+			u := fields[rs.unitSlot]
+			if u.typ != gjson.String {
+				return nil, badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.unitField), "register %q (%s) unit missing or not a string", key, e.variable)
 			}
-			c, _, uerr := lookupUnit(e.variable, u.Str)
-			if uerr != nil {
-				err = badUnit(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.unitField), uerr)
-				return false
+			c, err := e.q.unit(e.variable, u.str)
+			if err != nil {
+				return nil, badUnit(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.unitField), err)
 			}
 			conv = c
 		}
 		v := raw.convert(conv, 1, decimal{}, false)
 		if !finite(v) {
-			err = badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.value), "register %q (%s) %g %s is out of range", key, e.variable, raw.f, conv.unit)
-			return false
+			return nil, badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.value), "register %q (%s) %g %s is out of range", key, e.variable, raw.f, conv.unit)
 		}
 		out = append(out, Reading{Device: device, Time: at, Variable: e.variable, Value: v, Unit: e.unit, RawValue: raw.f, RawUnit: conv.unit})
-		return true
-	})
-	if err != nil {
-		return nil, err
 	}
 	for _, idx := range rs.required {
-		if !hasVariable(out, rs.entries[idx].variable) {
+		if !hasVariable(out[n:], rs.entries[idx].variable) {
 			return nil, badf(rs.path, "required %s (register %q) missing", rs.entries[idx].variable, rs.entries[idx].id)
 		}
 	}
-	if len(out) == 0 {
+	if len(out) == n {
 		return nil, badf("payload", "no readings")
 	}
 	return out, nil
@@ -185,15 +201,15 @@ func hasVariable(rs []Reading, variable string) bool {
 	return false
 }
 
-// deviceAt reads the device id at path: a non-empty string or a number.
-func deviceAt(js, path string) (string, error) {
-	r := gjson.Get(js, path)
+// deviceOf reads the device id r, the value at path: a non-empty string
+// or a number.
+func deviceOf(r jsonValue, path string) (string, error) {
 	var d string
-	switch r.Type {
+	switch r.typ {
 	case gjson.String:
-		d = strings.TrimSpace(r.Str)
+		d = strings.TrimSpace(r.str)
 	case gjson.Number:
-		d = r.Raw
+		d = r.raw
 	default:
 		return "", badf(path, "device id missing or not a string")
 	}
@@ -203,18 +219,17 @@ func deviceAt(js, path string) (string, error) {
 	return strings.Clone(d), nil
 }
 
-// at reads the event time.
-func (ts *timeSpec) at(js string) (time.Time, error) {
-	r := gjson.Get(js, ts.path)
+// of reads the event time r, the value at ts.path.
+func (ts *timeSpec) of(r jsonValue) (time.Time, error) {
 	var s string
-	switch r.Type {
+	switch r.typ {
 	case gjson.String:
-		s = strings.TrimSpace(r.Str)
+		s = strings.TrimSpace(r.str)
 	case gjson.Number:
 		if ts.kind == timeRFC3339 || ts.kind == timeLayout {
-			return time.Time{}, badf(ts.path, "time %s is a number; want a %s string", snippet(r.Raw), ts.format)
+			return time.Time{}, badf(ts.path, "time %s is a number; want a %s string", snippet(r.raw), ts.format)
 		}
-		s = r.Raw
+		s = r.raw
 	default:
 		return time.Time{}, badf(ts.path, "time missing")
 	}
@@ -345,24 +360,29 @@ func (n num) convert(c conversion, scale float64, sd decimal, sdOK bool) float64
 
 // number reads a JSON number, or a JSON string holding a decimal number,
 // as a finite float64.
-func number(r gjson.Result) (num, error) {
+func number(r jsonValue) (num, error) {
 	var s string
-	switch r.Type {
+	switch r.typ {
 	case gjson.Number:
-		s = r.Raw
+		s = r.raw
 	case gjson.String:
-		s = strings.TrimSpace(r.Str)
+		s = strings.TrimSpace(r.str)
 		if !isDecimal(s) {
-			return num{}, fmt.Errorf("is not a number: %q", snippet(r.Str))
+			return num{}, fmt.Errorf("is not a number: %q", snippet(r.str))
 		}
 	default:
-		return num{}, fmt.Errorf("is not a number: %s", snippet(r.Raw))
+		return num{}, fmt.Errorf("is not a number: %s", snippet(r.raw))
+	}
+	d, exact := parseDecimal(s)
+	if exact {
+		if v, ok := d.float(); ok {
+			return num{f: v, d: d, exact: true}, nil
+		}
 	}
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil || !finite(v) {
 		return num{}, fmt.Errorf("is out of range: %s", snippet(s))
 	}
-	d, exact := parseDecimal(s)
 	return num{f: v, d: d, exact: exact}, nil
 }
 

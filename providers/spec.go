@@ -22,6 +22,11 @@ type Spec struct {
 	time   *timeSpec // nil takes Payload.ReceivedAt
 	vars   []varSpec
 	regs   *regSpec
+	// paths are every path above, read in one pass; the slots are the
+	// indexes of the device's and the registers' values in its lookup.
+	paths      *pathSet
+	deviceSlot int
+	regsSlot   int
 }
 
 // Name returns the provider name, matched against the record's "provider"
@@ -40,6 +45,7 @@ const (
 
 type timeSpec struct {
 	path   string
+	slot   int // in Spec.paths
 	kind   timeKind
 	layout string
 	loc    *time.Location
@@ -51,12 +57,15 @@ type varSpec struct {
 	path     string
 	unitPath string     // "" when the unit is fixed
 	conv     conversion // the fixed unit's conversion
+	q        quantity   // the variable's, for a unit read from the payload
 	unit     string     // canonical unit
 	scale    float64
 	scaleDec decimal // scale's exact decimal, when scaleExact
 	// scaleExact is whether scaleDec holds scale.
 	scaleExact bool
 	optional   bool
+	// pathSlot and unitSlot (when unitPath is set) index Spec.paths.
+	pathSlot, unitSlot int
 }
 
 type regSpec struct {
@@ -65,12 +74,17 @@ type regSpec struct {
 	entries         []regEntry
 	byID            map[string]int // register id -> index in entries
 	required        []int          // indexes in entries
+	// elem are id, value and unitField, read in one pass over an element
+	// of the array, at these indexes.
+	elem                        *pathSet
+	idSlot, valueSlot, unitSlot int
 }
 
 type regEntry struct {
 	id, variable string
 	unit         string     // canonical unit
 	conv         conversion // for a fixed unit
+	q            quantity   // the variable's, for a unit read from the payload
 }
 
 // namePattern is what a provider name may look like: it is an MQTT topic
@@ -121,7 +135,35 @@ func compileSpec(f *specFile, p *problems) *Spec {
 	default:
 		s.vars = compileVariables(f.Variables, p)
 	}
+	s.compilePaths()
 	return s
+}
+
+// compilePaths builds the spec's path sets and records each path's slot.
+func (s *Spec) compilePaths() {
+	s.paths = newPathSet()
+	if s.device != "" {
+		s.deviceSlot = s.paths.add(s.device)
+	}
+	if s.time != nil {
+		s.time.slot = s.paths.add(s.time.path)
+	}
+	for i := range s.vars {
+		v := &s.vars[i]
+		v.pathSlot = s.paths.add(v.path)
+		if v.unitPath != "" {
+			v.unitSlot = s.paths.add(v.unitPath)
+		}
+	}
+	if rs := s.regs; rs != nil {
+		s.regsSlot = s.paths.add(rs.path)
+		rs.elem = newPathSet()
+		rs.idSlot = rs.elem.add(rs.id)
+		rs.valueSlot = rs.elem.add(rs.value)
+		if rs.unitField != "" {
+			rs.unitSlot = rs.elem.add(rs.unitField)
+		}
+	}
 }
 
 func compileTime(t *timeFile, p *problems) *timeSpec {
@@ -189,7 +231,7 @@ func compileVariables(vars []variableFile, p *problems) []varSpec {
 				p.addf(key+".variable", "%s is already read by variables[%d]", v.Variable, j)
 			}
 			readBy[v.Variable] = i
-			vs.unit = canonical
+			vs.unit, vs.q = canonical, quantities[v.Variable]
 		}
 		if v.Path == "" {
 			p.addf(key+".path", "must not be empty")
@@ -260,7 +302,7 @@ func compileRegisters(r *registersFile, p *problems) *regSpec {
 			continue
 		}
 		mappedFrom[e.Variable] = e.ID
-		entry := regEntry{id: e.ID, variable: e.Variable, unit: canonical}
+		entry := regEntry{id: e.ID, variable: e.Variable, unit: canonical, q: quantities[e.Variable]}
 		if r.FixedUnit != nil {
 			c, _, err := lookupUnit(e.Variable, *r.FixedUnit)
 			if err != nil {

@@ -219,13 +219,20 @@ func lookupUnit(variable, unit string) (conversion, string, error) {
 	if !ok {
 		return conversion{}, "", fmt.Errorf("%w %q", ErrUnknownVariable, variable)
 	}
+	c, err := q.unit(variable, unit)
+	return c, q.canonical, err
+}
+
+// unit is lookupUnit for q, the quantity of variable: decoders that know
+// the variable beforehand keep q and skip one map lookup per value.
+func (q quantity) unit(variable, unit string) (conversion, error) {
 	c, ok := q.units[unit]
 	if !ok {
 		if c, ok = q.units[strings.TrimSpace(unit)]; !ok {
-			return conversion{}, "", fmt.Errorf("%w %q for %s", ErrUnknownUnit, unit, variable)
+			return conversion{}, fmt.Errorf("%w %q for %s", ErrUnknownUnit, unit, variable)
 		}
 	}
-	return c, q.canonical, nil
+	return c, nil
 }
 
 // finite reports whether v is neither NaN nor infinite.

@@ -98,6 +98,10 @@ type Codec[T any] struct {
 	schema avro.Schema     // embedded schema: the writer schema of Encode, the reader schema of Decode
 	first  func(*T) string // the record's first field, which must not be empty
 	header []byte          // Confluent header with our schema id; empty without a registry
+	// fast writes a T field by field with the Writer's primitives, without
+	// the reflection of WriteVal; nil uses WriteVal. It must write exactly
+	// what WriteVal writes (see writeReading).
+	fast func(*avro.Writer, *T)
 
 	// With a registry only.
 	client *sr.Client
@@ -111,7 +115,12 @@ type Codec[T any] struct {
 // configured telemetry.readings). With reg.URL set it registers the schema
 // now, within ctx, and fails if the registry refuses it or cannot be reached.
 func NewReadingCodec(ctx context.Context, reg config.SchemaRegistry, topic string) (*Codec[Reading], error) {
-	return newCodec(ctx, reg, topic, "reading", func(r *Reading) string { return r.Point })
+	c, err := newCodec(ctx, reg, topic, "reading", func(r *Reading) string { return r.Point })
+	if err != nil {
+		return nil, err
+	}
+	c.fast = writeReading
+	return c, nil
 }
 
 // NewComplianceRecordCodec returns the codec of [ComplianceRecord], the value
@@ -260,6 +269,10 @@ func (c *Codec[T]) firstField() string {
 func (c *Codec[T]) write(w *avro.Writer, v *T) error {
 	w.Reset(nil)
 	w.Error = nil
+	if c.fast != nil {
+		c.fast(w, v)
+		return nil // the primitives cannot fail on a buffer without an io.Writer
+	}
 	w.WriteVal(c.schema, v)
 	if w.Error != nil {
 		return fmt.Errorf("%w: encoding %s: %w", ErrBadRecord, c.name, w.Error)

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,9 +50,10 @@ type Devices interface {
 	Lookup(ctx context.Context, id string) (points.Device, error)
 }
 
-// Encoder encodes readings (schemas.Codec[schemas.Reading]).
+// Encoder encodes readings (schemas.Codec[schemas.Reading]): AppendEncode
+// appends the encoding of v to dst, and on error returns dst unchanged.
 type Encoder interface {
-	Encode(v *schemas.Reading) ([]byte, error)
+	AppendEncode(dst []byte, v *schemas.Reading) ([]byte, error)
 }
 
 // Deps are the normalizer's collaborators.
@@ -83,10 +85,13 @@ type Normalizer struct {
 type decoderEntry struct {
 	name string
 	dec  providers.Decoder
+	// counters are the provider's readings_total children.
+	counters *variableCounters
 }
 
 // scratch is what one Process call needs and does not return, reused.
 type scratch struct {
+	readings []providers.Reading // decoded, when the decoder appends
 	devs     []resolved
 	assessed []assessed
 	// reading is the Avro record being encoded; raw and unit back its
@@ -94,13 +99,23 @@ type scratch struct {
 	reading schemas.Reading
 	raw     float64
 	unit    string
+	// buf collects the keys and values of the call's output records, which
+	// are copied out with one allocation at the end; spans locates each
+	// output's value in it.
+	buf   []byte
+	spans []span
 }
+
+// span is buf[start:end].
+type span struct{ start, end int }
 
 // resolved is a device of the payload, with its point as a record key.
 type resolved struct {
 	id  string
 	dev points.Device
-	key []byte
+	// key locates the point code in scratch.buf once keyed.
+	key   span
+	keyed bool
 }
 
 func (sc *scratch) device(id string) int {
@@ -134,9 +149,9 @@ func New(cfg config.Normalize, deps Deps) (*Normalizer, error) {
 	return n, nil
 }
 
-// decoder returns the decoder of the provider named by the record's header
-// (name, when the header is absent) and the provider's name.
-func (n *Normalizer) decoder(header []byte, name string) (string, providers.Decoder, error) {
+// decoder returns the decoder entry of the provider named by the record's
+// header (name, when the header is absent).
+func (n *Normalizer) decoder(header []byte, name string) (decoderEntry, error) {
 	if m := n.decoders.Load(); m != nil {
 		var e decoderEntry
 		var ok bool
@@ -146,7 +161,7 @@ func (n *Normalizer) decoder(header []byte, name string) (string, providers.Deco
 			e, ok = (*m)[name]
 		}
 		if ok {
-			return e.name, e.dec, nil
+			return e, nil
 		}
 	}
 	if header != nil {
@@ -154,60 +169,73 @@ func (n *Normalizer) decoder(header []byte, name string) (string, providers.Deco
 	}
 	d, err := n.deps.Decoders.Lookup(name)
 	if err != nil {
-		return "", nil, err
+		return decoderEntry{}, err
 	}
 	n.cacheMu.Lock()
 	defer n.cacheMu.Unlock()
-	next := map[string]decoderEntry{name: {name: name, dec: d}}
+	e := decoderEntry{name: name, dec: d, counters: &variableCounters{vec: n.met.readings, provider: name}}
+	next := map[string]decoderEntry{name: e}
 	if m := n.decoders.Load(); m != nil {
 		for k, v := range *m {
 			next[k] = v
 		}
 	}
 	n.decoders.Store(&next)
-	return name, d, nil
+	return e, nil
 }
 
 // Process implements pipeline.Processor.
 func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeline.Record, error) {
-	var provHeader []byte
-	if v, ok := rec.Header(headerProvider); ok && len(v) > 0 {
-		provHeader = v
-	} else if n.cfg.DefaultProvider == "" {
-		return nil, pipeline.Permanent("unknown_provider", errors.New("record has no provider header and normalize.default_provider is not set"))
+	provHeader, receivedAt, topic := headers(rec.Headers)
+	if len(provHeader) == 0 {
+		if n.cfg.DefaultProvider == "" {
+			return nil, pipeline.Permanent("unknown_provider", errors.New("record has no provider header and normalize.default_provider is not set"))
+		}
+		provHeader = nil
 	}
-	provider, dec, err := n.decoder(provHeader, n.cfg.DefaultProvider)
+	ent, err := n.decoder(provHeader, n.cfg.DefaultProvider)
 	if err != nil {
 		return nil, pipeline.Permanent("unknown_provider", err)
 	}
+	provider := ent.name
 	received := rec.Time
-	if ra, ok := rec.Header(headerReceivedAt); ok && len(ra) > 0 {
-		if t, ok := parseUTC(ra); ok {
+	if len(receivedAt) > 0 {
+		if t, ok := parseUTC(receivedAt); ok {
 			received = t
-		} else if t, err := time.Parse(time.RFC3339Nano, string(ra)); err == nil {
+		} else if t, err := time.Parse(time.RFC3339Nano, string(receivedAt)); err == nil {
 			received = t
-		}
-	}
-	readings, err := dec.Decode(ctx, providers.Payload{
-		Provider: provider, Device: string(rec.Key), Topic: header(rec, headerMQTTTopic),
-		Bytes: rec.Value, ReceivedAt: received,
-	})
-	if err != nil {
-		return nil, pipeline.Permanent("bad_payload", fmt.Errorf("decoding %s payload: %w", provider, err))
-	}
-	now := n.now()
-	for _, r := range readings {
-		switch {
-		case r.Time.After(now.Add(n.cfg.MaxFutureSkew.Std())):
-			return nil, pipeline.Permanent("future_timestamp", fmt.Errorf("device %s stamped a reading %s, %s ahead of now (normalize.max_future_skew is %s)",
-				r.Device, r.Time.UTC().Format(time.RFC3339), r.Time.Sub(now).Round(time.Second), n.cfg.MaxFutureSkew))
-		case r.Time.Before(now.Add(-n.cfg.MaxAge.Std())):
-			return nil, pipeline.Permanent("too_old", fmt.Errorf("device %s stamped a reading %s, older than normalize.max_age (%s)",
-				r.Device, r.Time.UTC().Format(time.RFC3339), n.cfg.MaxAge))
 		}
 	}
 	sc := n.scratch.Get().(*scratch)
 	defer n.release(sc)
+	payload := providers.Payload{
+		Provider: provider, Device: string(rec.Key), Topic: string(topic),
+		Bytes: rec.Value, ReceivedAt: received,
+	}
+	var readings []providers.Reading
+	if ad, ok := ent.dec.(providers.AppendDecoder); ok {
+		readings, err = ad.AppendDecode(ctx, sc.readings[:0], payload)
+		if readings != nil {
+			sc.readings = readings
+		}
+	} else {
+		readings, err = ent.dec.Decode(ctx, payload)
+	}
+	if err != nil {
+		return nil, pipeline.Permanent("bad_payload", fmt.Errorf("decoding %s payload: %w", provider, err))
+	}
+	now := n.now()
+	latest, earliest := now.Add(n.cfg.MaxFutureSkew.Std()), now.Add(-n.cfg.MaxAge.Std())
+	for _, r := range readings {
+		switch {
+		case r.Time.After(latest):
+			return nil, pipeline.Permanent("future_timestamp", fmt.Errorf("device %s stamped a reading %s, %s ahead of now (normalize.max_future_skew is %s)",
+				r.Device, r.Time.UTC().Format(time.RFC3339), r.Time.Sub(now).Round(time.Second), n.cfg.MaxFutureSkew))
+		case r.Time.Before(earliest):
+			return nil, pipeline.Permanent("too_old", fmt.Errorf("device %s stamped a reading %s, older than normalize.max_age (%s)",
+				r.Device, r.Time.UTC().Format(time.RFC3339), n.cfg.MaxAge))
+		}
+	}
 	// Resolve every device before producing anything: a payload is stored
 	// whole or dead-lettered whole.
 	for _, r := range readings {
@@ -223,17 +251,19 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 		}
 		sc.devs = append(sc.devs, resolved{id: r.Device, dev: dev})
 	}
-	source := rec.Topic + "/" + strconv.Itoa(int(rec.Partition)) + "/" + strconv.FormatInt(rec.Offset, 10)
+	source := sourceOf(rec.Topic, rec.Partition, rec.Offset)
 	receivedUTC := received.UTC()
 	sc.assessed = n.assess.appendAssessed(sc.assessed[:0], provider, readings)
 	out := make([]pipeline.Record, 0, len(sc.assessed))
 	for i := range sc.assessed {
 		a := &sc.assessed[i]
 		d := &sc.devs[sc.device(a.Device)]
-		if d.key == nil {
+		if !d.keyed {
 			// Shared by the payload's records of this device: nothing
 			// downstream writes to a key.
-			d.key = []byte(d.dev.Point)
+			d.key.start = len(sc.buf)
+			sc.buf = append(sc.buf, d.dev.Point...)
+			d.key.end, d.keyed = len(sc.buf), true
 		}
 		r := &sc.reading
 		*r = schemas.Reading{
@@ -245,12 +275,14 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 			sc.raw, sc.unit = a.RawValue, a.RawUnit
 			r.RawValue, r.RawUnit = &sc.raw, &sc.unit
 		}
-		b, err := n.deps.Encoder.Encode(r)
+		start := len(sc.buf)
+		sc.buf, err = n.deps.Encoder.AppendEncode(sc.buf, r)
 		if err != nil {
 			return nil, pipeline.Permanent("encode", fmt.Errorf("encoding reading of %s: %w", a.Device, err))
 		}
-		out = append(out, pipeline.Record{Key: d.key, Value: b, Time: r.Time})
-		n.met.reading(provider, a.Variable).Inc()
+		sc.spans = append(sc.spans, d.key, span{start, len(sc.buf)})
+		out = append(out, pipeline.Record{Time: r.Time})
+		ent.counters.get(a.Variable).Inc()
 		if a.quality != 0 {
 			for _, f := range n.met.flagCounters {
 				if a.quality&f.bit != 0 {
@@ -260,17 +292,61 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 		}
 		n.met.delay.Observe(received.Sub(a.Time).Seconds())
 	}
+	// One allocation for every key and value, each sliced to its own
+	// capacity so that an append to one cannot write over the next.
+	mem := make([]byte, len(sc.buf))
+	copy(mem, sc.buf)
+	for i := range out {
+		k, v := sc.spans[2*i], sc.spans[2*i+1]
+		out[i].Key = mem[k.start:k.end:k.end]
+		out[i].Value = mem[v.start:v.end:v.end]
+	}
 	return out, nil
+}
+
+// headers returns the values of the provider, received-at and mqtt-topic
+// headers in one pass, each the last of its name (as Record.Header does).
+func headers(hs []pipeline.Header) (provider, receivedAt, topic []byte) {
+	for i := range hs {
+		switch hs[i].Key {
+		case headerProvider:
+			provider = hs[i].Value
+		case headerReceivedAt:
+			receivedAt = hs[i].Value
+		case headerMQTTTopic:
+			topic = hs[i].Value
+		}
+	}
+	return provider, receivedAt, topic
+}
+
+// sourceOf is the Reading.Source of a raw record, "topic/partition/offset",
+// built with a single allocation.
+func sourceOf(topic string, partition int32, offset int64) string {
+	var buf [96]byte
+	b := append(buf[:0], topic...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(partition), 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, offset, 10)
+	return string(b)
 }
 
 // release returns sc to the pool without the references it held.
 func (n *Normalizer) release(sc *scratch) {
+	clear(sc.readings[:cap(sc.readings)])
+	sc.readings = sc.readings[:0]
 	clear(sc.devs)
 	sc.devs = sc.devs[:0]
 	clear(sc.assessed)
 	sc.assessed = sc.assessed[:0]
 	sc.reading = schemas.Reading{}
 	sc.unit = ""
+	if cap(sc.buf) > maxScratchBuf {
+		sc.buf = nil // a rare huge payload must not pin its buffer
+	}
+	sc.buf = sc.buf[:0]
+	sc.spans = sc.spans[:0]
 	n.scratch.Put(sc)
 }
 
@@ -323,19 +399,14 @@ func parseUTC(b []byte) (t time.Time, ok bool) {
 	return t, true
 }
 
-func header(rec pipeline.Record, key string) string {
-	v, _ := rec.Header(key)
-	return string(v)
-}
+// maxScratchBuf is the largest output buffer a scratch keeps between calls.
+const maxScratchBuf = 64 << 10
 
 type metrics struct {
 	readings *prometheus.CounterVec
 	flags    *prometheus.CounterVec
 	delay    prometheus.Histogram
-	// counters caches readings' children by provider and variable (copy
-	// on write); flagCounters is flags' child of each flag, in bit order.
-	counters     atomic.Pointer[map[[2]string]prometheus.Counter]
-	countersMu   sync.Mutex
+	// flagCounters is flags' child of each flag, in bit order.
 	flagCounters []flagCounter
 }
 
@@ -344,24 +415,45 @@ type flagCounter struct {
 	c   prometheus.Counter
 }
 
-// reading returns the readings counter of provider and variable.
-func (m *metrics) reading(provider, variable string) prometheus.Counter {
-	key := [2]string{provider, variable}
-	if cs := m.counters.Load(); cs != nil {
-		if c, ok := (*cs)[key]; ok {
-			return c
+// variableCounters caches one provider's readings_total children by
+// variable. A provider reads a handful of variables, so a slice searched
+// by string comparison beats hashing a (provider, variable) key per
+// reading; it is copied on write, so get reads it without locking.
+type variableCounters struct {
+	vec      *prometheus.CounterVec
+	provider string
+	list     atomic.Pointer[[]variableCounter]
+	mu       sync.Mutex // serializes additions
+}
+
+type variableCounter struct {
+	variable string
+	c        prometheus.Counter
+}
+
+// get returns the readings counter of the provider and variable.
+func (vc *variableCounters) get(variable string) prometheus.Counter {
+	if l := vc.list.Load(); l != nil {
+		for _, e := range *l {
+			if e.variable == variable {
+				return e.c
+			}
 		}
 	}
-	c := m.readings.WithLabelValues(provider, variable)
-	m.countersMu.Lock()
-	defer m.countersMu.Unlock()
-	next := map[[2]string]prometheus.Counter{key: c}
-	if cs := m.counters.Load(); cs != nil {
-		for k, v := range *cs {
-			next[k] = v
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	var next []variableCounter
+	if l := vc.list.Load(); l != nil {
+		for _, e := range *l {
+			if e.variable == variable {
+				return e.c // added meanwhile
+			}
 		}
+		next = append(next, *l...)
 	}
-	m.counters.Store(&next)
+	c := vc.vec.WithLabelValues(vc.provider, variable)
+	next = append(next, variableCounter{variable: strings.Clone(variable), c: c})
+	vc.list.Store(&next)
 	return c
 }
 

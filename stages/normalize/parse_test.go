@@ -52,9 +52,13 @@ func TestFlagCountersCoverEveryFlag(t *testing.T) {
 		f.c.Inc()
 		require.Equal(t, 1.0, testutil.ToFloat64(m.flags.WithLabelValues(FlagNames[f.bit])))
 	}
-	m.reading("p", "flow").Inc()
-	m.reading("p", "flow").Inc()
-	m.reading("q", "flow").Inc()
+	p := &variableCounters{vec: m.readings, provider: "p"}
+	q := &variableCounters{vec: m.readings, provider: "q"}
+	p.get("flow").Inc()
+	p.get("flow").Inc()
+	p.get("level").Inc()
+	q.get("flow").Inc()
 	require.Equal(t, 2.0, testutil.ToFloat64(m.readings.WithLabelValues("p", "flow")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.readings.WithLabelValues("p", "level")))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.readings.WithLabelValues("q", "flow")))
 }

@@ -49,32 +49,83 @@ var FlagNames = map[int32]string{
 // only and do not move the state. The state is sharded by device, so
 // partitions (keyed by device) seldom wait for each other.
 type assessor struct {
-	cfg    config.Normalize
+	cfg config.Normalize
+	// rules are cfg's ranges, spike thresholds and stale counts by
+	// variable, looked up once per reading instead of in three maps.
+	rules  []variableRules
 	shards [assessorShards]assessorShard
 }
 
 const assessorShards = 64
 
 type assessorShard struct {
-	mu   sync.Mutex
-	last map[seriesKey]*seriesState
-	_    [48]byte // one shard per cache line
+	mu sync.Mutex
+	// devices holds each device's series: a payload's readings are of one
+	// device, so one map lookup and one lock serve all of them.
+	devices map[string]*deviceSeries
+	_       [48]byte // one shard per cache line
 }
 
-type seriesKey struct{ device, variable string }
+// deviceSeries is one device's series, one per variable (a handful).
+type deviceSeries struct {
+	series []seriesState
+}
 
 type seriesState struct {
-	t       time.Time
-	v       float64
-	repeats int
+	variable string
+	t        time.Time
+	v        float64
+	repeats  int
+}
+
+// variableRules are the configured checks of one variable.
+type variableRules struct {
+	variable string
+	rng      config.Range
+	hasRange bool
+	spike    float64
+	hasSpike bool
+	stale    int
+	hasStale bool
 }
 
 func newAssessor(cfg config.Normalize) *assessor {
 	a := &assessor{cfg: cfg}
 	for i := range a.shards {
-		a.shards[i].last = map[seriesKey]*seriesState{}
+		a.shards[i].devices = map[string]*deviceSeries{}
+	}
+	rule := func(variable string) *variableRules {
+		for i := range a.rules {
+			if a.rules[i].variable == variable {
+				return &a.rules[i]
+			}
+		}
+		a.rules = append(a.rules, variableRules{variable: variable})
+		return &a.rules[len(a.rules)-1]
+	}
+	for v, rg := range cfg.Ranges {
+		r := rule(v)
+		r.rng, r.hasRange = rg, true
+	}
+	for v, thr := range cfg.Spike {
+		r := rule(v)
+		r.spike, r.hasSpike = thr, true
+	}
+	for v, n := range cfg.StaleAfter {
+		r := rule(v)
+		r.stale, r.hasStale = n, true
 	}
 	return a
+}
+
+// rulesOf returns the rules of variable; none configured is the zero value.
+func (a *assessor) rulesOf(variable string) variableRules {
+	for i := range a.rules {
+		if a.rules[i].variable == variable {
+			return a.rules[i]
+		}
+	}
+	return variableRules{}
 }
 
 // shard returns the shard of device (FNV-1a).
@@ -85,6 +136,16 @@ func (a *assessor) shard(device string) *assessorShard {
 		h *= 16777619
 	}
 	return &a.shards[h%assessorShards]
+}
+
+// state returns the series of variable, nil if there is none yet.
+func (ds *deviceSeries) state(variable string) *seriesState {
+	for i := range ds.series {
+		if ds.series[i].variable == variable {
+			return &ds.series[i]
+		}
+	}
+	return nil
 }
 
 // assessed is a reading with its quality.
@@ -99,20 +160,37 @@ func (a *assessor) assess(provider string, rs []providers.Reading) []assessed {
 	return a.appendAssessed(make([]assessed, 0, len(rs)+1), provider, rs)
 }
 
-// appendAssessed is assess appending to dst.
+// appendAssessed is assess appending to dst. Consecutive readings of one
+// device are assessed under one lock of its shard.
 func (a *assessor) appendAssessed(dst []assessed, provider string, rs []providers.Reading) []assessed {
+	var (
+		sh  *assessorShard
+		ds  *deviceSeries
+		dev string
+	)
 	for _, r := range rs {
-		q := a.rangeFlag(r.Variable, r.Value)
-		key := seriesKey{r.Device, r.Variable}
-		sh := a.shard(r.Device)
-		sh.mu.Lock()
-		st := sh.last[key]
+		if sh == nil || r.Device != dev {
+			if sh != nil {
+				sh.mu.Unlock()
+			}
+			dev = r.Device
+			sh = a.shard(dev)
+			sh.mu.Lock()
+			ds = sh.devices[dev]
+			if ds == nil {
+				ds = &deviceSeries{}
+				sh.devices[dev] = ds
+			}
+		}
+		rules := a.rulesOf(r.Variable)
+		q := rules.rangeFlag(r.Value)
+		st := ds.state(r.Variable)
 		switch {
 		case st == nil:
-			sh.last[key] = &seriesState{t: r.Time, v: r.Value, repeats: 1}
+			ds.series = append(ds.series, seriesState{variable: r.Variable, t: r.Time, v: r.Value, repeats: 1})
 		case r.Time.After(st.t):
 			delta := r.Value - st.v
-			if thr, ok := a.cfg.Spike[r.Variable]; ok && math.Abs(delta) > thr && r.Variable != "totalizer" {
+			if rules.hasSpike && math.Abs(delta) > rules.spike && r.Variable != "totalizer" {
 				q |= FlagSpike
 			}
 			if r.Variable == "totalizer" && delta < 0 {
@@ -129,7 +207,7 @@ func (a *assessor) appendAssessed(dst []assessed, provider string, rs []provider
 					flow := delta * 1000 / dt // m3 over seconds, in L/s
 					dst = append(dst, assessed{
 						Reading: providers.Reading{Device: r.Device, Time: r.Time, Variable: "flow", Value: flow, Unit: "L/s"},
-						quality: FlagDerived | a.rangeFlag("flow", flow),
+						quality: FlagDerived | a.rulesOf("flow").rangeFlag(flow),
 					})
 				}
 			}
@@ -138,13 +216,15 @@ func (a *assessor) appendAssessed(dst []assessed, provider string, rs []provider
 			} else {
 				st.repeats = 1
 			}
-			if n, ok := a.cfg.StaleAfter[r.Variable]; ok && st.repeats >= n {
+			if rules.hasStale && st.repeats >= rules.stale {
 				q |= FlagStale
 			}
 			st.t, st.v = r.Time, r.Value
 		}
-		sh.mu.Unlock()
 		dst = append(dst, assessed{Reading: r, quality: q})
+	}
+	if sh != nil {
+		sh.mu.Unlock()
 	}
 	return dst
 }
@@ -159,8 +239,9 @@ func hasFlow(rs []providers.Reading, device string) bool {
 	return false
 }
 
-func (a *assessor) rangeFlag(variable string, v float64) int32 {
-	if rg, ok := a.cfg.Ranges[variable]; ok && (v < rg.Min || v > rg.Max) {
+// rangeFlag returns FlagOutOfRange when v is outside the variable's range.
+func (r variableRules) rangeFlag(v float64) int32 {
+	if r.hasRange && (v < r.rng.Min || v > r.rng.Max) {
 		return FlagOutOfRange
 	}
 	return 0
