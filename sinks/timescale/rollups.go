@@ -251,7 +251,9 @@ type RefresherConfig struct {
 // in each batch's own transaction, and from Touch. A touch arms a timer of
 // rollups.refresh_delay; touches until it fires join the same pass, so a
 // stream of late readings makes at most one pass per delay, never a refresh
-// storm. A pass aligns the ranges to each rollup's buckets, merges those
+// storm; and after a long pass it rests three times the pass's duration
+// first (restPerPass), so refreshing never takes more than a quarter of the
+// time. A pass aligns the ranges to each rollup's buckets, merges those
 // that overlap or are close, and refreshes 1m, then 1h, then 1d, one call at
 // a time. Passes are serialized across processes by an advisory lock, so
 // several sinks never refresh concurrently. Ranges that reach before the
@@ -379,6 +381,8 @@ func (r *Refresher) Run(ctx context.Context) error {
 		retTick = t.C
 	}
 	backoff := r.delay
+	var lastPass time.Duration // how long the latest pass took
+	var lastEnd time.Time      // when it ended
 	for {
 		select {
 		case <-ctx.Done():
@@ -391,7 +395,7 @@ func (r *Refresher) Run(ctx context.Context) error {
 			return nil
 		case <-r.wake:
 			if !armed {
-				timer.Reset(r.delay)
+				timer.Reset(passDelay(r.delay, lastPass, time.Since(lastEnd)))
 				armed = true
 			}
 		case <-poll.C:
@@ -405,7 +409,10 @@ func (r *Refresher) Run(ctx context.Context) error {
 			}
 		case <-timer.C:
 			armed = false
+			t0 := time.Now()
 			err := r.Pass(ctx)
+			lastEnd = time.Now()
+			lastPass = lastEnd.Sub(t0)
 			switch {
 			case err == nil:
 				backoff = r.delay
@@ -419,6 +426,25 @@ func (r *Refresher) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// restPerPass is how long the refresher rests after a pass, in multiples of
+// the pass's duration, before a touch may start the next one: refreshing
+// takes at most 1/(1+restPerPass) of the time. A pass recomputes the open
+// buckets (the current minute, from raw readings) whole, so under a heavy
+// stream a pass every rollups.refresh_delay would re-aggregate the same
+// minute of readings over and over and compete with the sink's COPY for the
+// database (LESSONS §11: a refresh cadence shorter than the refresh is a
+// refresh storm). Under load the rollups' freshness (the
+// stackvps_rollups_freshness_seconds gauges) degrades gracefully instead.
+const restPerPass = 3
+
+// passDelay is how long to wait, after a touch, before the next pass: the
+// refresh delay (which coalesces touches), or longer when the last pass,
+// which took last and ended since ago, has not rested restPerPass times its
+// duration yet.
+func passDelay(delay, last, since time.Duration) time.Duration {
+	return max(delay, restPerPass*last-since)
 }
 
 // errBusy says another process holds the refresh lock.

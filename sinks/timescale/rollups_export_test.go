@@ -37,3 +37,6 @@ func (r *RangeSet) Ranges() [][2]time.Time {
 	}
 	return out
 }
+
+// PassDelay exposes passDelay.
+var PassDelay = passDelay

@@ -800,3 +800,25 @@ func TestRollupsRangeSet(t *testing.T) {
 		}
 	})
 }
+
+// A pass that took long rests three times its duration before the next,
+// so refreshing takes at most a quarter of the time; short passes wait the
+// refresh delay, which coalesces the touches.
+func TestRollupsPassDelay(t *testing.T) {
+	const delay = 5 * time.Second
+	for _, tc := range []struct {
+		name        string
+		last, since time.Duration
+		want        time.Duration
+	}{
+		{"first pass", 0, time.Hour, delay},
+		{"short pass", 100 * time.Millisecond, 0, delay},
+		{"long pass, touched at once", 3 * time.Second, 0, 9 * time.Second},
+		{"long pass, touched later", 3 * time.Second, 2 * time.Second, 7 * time.Second},
+		{"long pass, rested enough", 3 * time.Second, 20 * time.Second, delay},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, timescale.PassDelay(delay, tc.last, tc.since))
+		})
+	}
+}
