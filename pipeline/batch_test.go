@@ -165,21 +165,6 @@ func newBatchStage(t *testing.T, h *harness, w pipeline.BatchWriter, maxBatch in
 	return s, reg
 }
 
-func runBatchStage(t *testing.T, s *pipeline.BatchStage) (stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-errc })
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
-}
-
 // produceRoundRobin writes n records with values from..from+n-1, spread
 // evenly over the topic's partitions.
 func (h *harness) produceRoundRobin(t *testing.T, topic string, from, n int) {
@@ -238,7 +223,7 @@ func TestBatchStagePreparesTheNextBatchDuringAWriteIntegration(t *testing.T) {
 	}}
 	s, reg := newBatchStage(t, h, w, maxBatch, linger)
 	h.produceRoundRobin(t, topic, 0, 10)
-	stop := runBatchStage(t, s)
+	stop := runStage(t, s)
 	require.Eventually(t, func() bool { return w.attempts.Load() == 1 }, 30*time.Second, 10*time.Millisecond)
 	first := 10 // the first poll may hold fewer records; in flight tells
 	require.Eventually(t, func() bool { return gauge(t, reg, "stackvps_stage_in_flight_records") == 10 }, 10*time.Second, 10*time.Millisecond)
@@ -348,14 +333,14 @@ func TestBatchStageRevokeDropsThePreparedBatchIntegration(t *testing.T) {
 		return nil
 	}}
 	sa, regA := newBatchStage(t, h, a, 100, 10*time.Millisecond)
-	stopA := runBatchStage(t, sa)
+	stopA := runStage(t, sa)
 	require.Eventually(t, func() bool {
 		return a.attempts.Load() == 2 && gauge(t, regA, "stackvps_stage_in_flight_records") > 100
 	}, 30*time.Second, 5*time.Millisecond, "a's second write in progress with the next batch pending")
 
 	b := &memWriter{store: store, member: "b"}
 	sb, _ := newBatchStage(t, h, b, 100, 10*time.Millisecond)
-	stopB := runBatchStage(t, sb)
+	stopB := runStage(t, sb)
 	require.Eventually(t, func() bool { return store.count() == n }, 120*time.Second, 20*time.Millisecond)
 	require.NoError(t, stopA())
 	require.NoError(t, stopB())
@@ -390,7 +375,7 @@ func TestBatchStageShutdownDrainsIntegration(t *testing.T) {
 		return nil
 	}}
 	s, reg := newBatchStage(t, h, slow, 30, 10*time.Millisecond)
-	stop := runBatchStage(t, s)
+	stop := runStage(t, s)
 	require.Eventually(t, func() bool { return store.count() > 0 }, 30*time.Second, 5*time.Millisecond)
 	require.NoError(t, stop(), "a drain within the timeout is a clean stop")
 	stored := store.count()
@@ -402,7 +387,7 @@ func TestBatchStageShutdownDrainsIntegration(t *testing.T) {
 		"every record consumed was written")
 
 	s2, _ := newBatchStage(t, h, &memWriter{store: store, member: "b"}, 30, 10*time.Millisecond)
-	stop2 := runBatchStage(t, s2)
+	stop2 := runStage(t, s2)
 	require.Eventually(t, func() bool { return store.count() == n }, 60*time.Second, 10*time.Millisecond)
 	require.NoError(t, stop2())
 	store.requireExactlyOnce(t, topic, n)
@@ -468,7 +453,7 @@ func TestBatchStageErrorsIntegration(t *testing.T) {
 	before := store.count()
 
 	s2, _ := newBatchStage(t, h, &memWriter{store: store, member: "b"}, 40, 10*time.Millisecond)
-	stop := runBatchStage(t, s2)
+	stop := runStage(t, s2)
 	require.Eventually(t, func() bool { return store.count() == n-4 }, 60*time.Second, 10*time.Millisecond)
 	require.NoError(t, stop())
 	require.Greater(t, store.count(), before)

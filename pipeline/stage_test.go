@@ -91,19 +91,11 @@ func (h *harness) committedCount(t *testing.T, stage string) int64 {
 	return adm.committed(t, h.deps.Pipeline.GroupPrefix+"-"+stage)
 }
 
-func runStage(t *testing.T, s *pipeline.Stage) (stop func() error) {
+// runStage runs a Stage or a BatchStage until the returned stop is called
+// or the test ends.
+func runStage(t *testing.T, s interface{ Run(context.Context) error }) (stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-errc })
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+	return testenv.RunInBackground(t, s.Run)
 }
 
 var errBad = errors.New("value is not wanted")

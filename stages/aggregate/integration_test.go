@@ -214,17 +214,7 @@ func newStage(t *testing.T, k config.Kafka, group string, agg pipeline.Processor
 
 func runInBackground(t *testing.T, s *pipeline.Stage) (stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-errc })
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+	return testenv.RunInBackground(t, s.Run)
 }
 
 // expectedKeys lists the (point, hour) records the accepted readings call
