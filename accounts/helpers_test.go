@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,31 +20,13 @@ import (
 // root is the system principal the tests set things up with.
 var root = accounts.System("test:root")
 
-// testClock is an injectable clock the test moves by hand.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fixture is a store on a fresh migrated schema.
 type fixture struct {
 	t     *testing.T
 	ctx   context.Context
 	pool  *pgxpool.Pool
 	store *accounts.Store
-	clock *testClock
+	clock *testenv.Clock
 }
 
 func newFixture(t *testing.T, opts ...accounts.Option) *fixture {
@@ -54,7 +35,7 @@ func newFixture(t *testing.T, opts ...accounts.Option) *fixture {
 	ctx := testenv.Context(t, 2*time.Minute)
 	_, err := timescale.Migrate(ctx, pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
-	clock := &testClock{now: time.Now().UTC().Truncate(time.Microsecond)}
+	clock := testenv.NewClock(time.Now().UTC().Truncate(time.Microsecond))
 	opts = append([]accounts.Option{accounts.WithClock(clock.Now)}, opts...)
 	return &fixture{t: t, ctx: ctx, pool: pool, store: accounts.New(pool, opts...), clock: clock}
 }

@@ -1,7 +1,6 @@
 package query_test
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/stackvps/stackvps/compliance"
 	cstore "github.com/stackvps/stackvps/compliance/store"
 	"github.com/stackvps/stackvps/config"
+	"github.com/stackvps/stackvps/internal/testenv"
 	"github.com/stackvps/stackvps/query"
 )
 
@@ -33,30 +32,12 @@ const (
 
 var testSecrets = []string{dgaPassword, dgaPassword2, smaPassword, leakyPassword}
 
-// syncBuffer is a log sink safe for the API's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // complianceFixture is the API fixture with a compliance store whose
 // sources are the built-ins.
 type complianceFixture struct {
 	*fixture
 	store *cstore.Store
-	logs  *syncBuffer
+	logs  *testenv.SyncBuffer
 	doc   *openapi3.T
 	// bodies are every response body the test received.
 	bodies []string
@@ -64,7 +45,7 @@ type complianceFixture struct {
 
 // withCompliance gives the API a compliance store on the fixture's
 // database; sealed says whether it has a credentials key.
-func withCompliance(t *testing.T, sealed bool, out **cstore.Store, logs *syncBuffer) fixtureOption {
+func withCompliance(t *testing.T, sealed bool, out **cstore.Store, logs *testenv.SyncBuffer) fixtureOption {
 	return func(f *fixture, d *query.Deps) {
 		var sealer *compliance.Sealer
 		if sealed {
@@ -88,7 +69,7 @@ func withCompliance(t *testing.T, sealed bool, out **cstore.Store, logs *syncBuf
 
 func newComplianceFixture(t *testing.T, sealed bool) *complianceFixture {
 	t.Helper()
-	cf := &complianceFixture{logs: &syncBuffer{}}
+	cf := &complianceFixture{logs: &testenv.SyncBuffer{}}
 	cf.fixture = newFixture(t, withCompliance(t, sealed, &cf.store, cf.logs))
 	cf.doc = loadDoc(t, cf.api.OpenAPI())
 	return cf

@@ -7,12 +7,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/stackvps/stackvps/internal/testenv"
 	"github.com/stackvps/stackvps/regulator"
 )
 
@@ -47,26 +47,9 @@ func newTestRegulator(t *testing.T, cfg regulator.Config) *testRegulator {
 	return &testRegulator{Server: srv, URL: ts.URL, client: &http.Client{Timeout: 10 * time.Second}}
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 6, 11, 17, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newFakeClock returns the tests' clock, at a fixed instant.
+func newFakeClock() *testenv.Clock {
+	return testenv.NewClock(time.Date(2026, 6, 11, 17, 0, 0, 0, time.UTC))
 }
 
 // dgaAnswer is a DGA answer body.

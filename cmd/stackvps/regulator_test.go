@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/stackvps/stackvps/internal/testenv"
 	"github.com/stackvps/stackvps/regulator"
 )
 
@@ -50,7 +51,7 @@ func TestRegulatorServes(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &testenv.SyncBuffer{}, &testenv.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"regulator", "--listen", "127.0.0.1:0", "--seed", "5",
@@ -122,7 +123,7 @@ func TestRegulatorProcess(t *testing.T) {
 }
 
 // waitBaseURL waits for the base URL the command prints on start.
-func waitBaseURL[T any](t *testing.T, stdout *syncBuffer, done <-chan T) string {
+func waitBaseURL[T any](t *testing.T, stdout *testenv.SyncBuffer, done <-chan T) string {
 	t.Helper()
 	deadline := time.After(60 * time.Second)
 	for {

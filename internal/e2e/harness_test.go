@@ -5,7 +5,6 @@ package e2e_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -129,26 +128,9 @@ func (d *deployment) command(ctx context.Context, args ...string) *exec.Cmd {
 // process is one running `stackvps run`.
 type process struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testenv.SyncBuffer
 	done   chan error
 	http   string
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // run starts `stackvps run --stages stages` and waits until it is ready.
@@ -160,7 +142,7 @@ func (d *deployment) run(stages string) *process {
 	require.NoError(d.t, ln.Close())
 	cmd := exec.Command(binary, "run", "--stages", stages)
 	cmd.Env = append(append([]string(nil), d.env...), "STACKVPS_HTTP_LISTEN="+addr)
-	p := &process{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1), http: addr}
+	p := &process{cmd: cmd, stderr: &testenv.SyncBuffer{}, done: make(chan error, 1), http: addr}
 	cmd.Stderr = p.stderr
 	require.NoError(d.t, cmd.Start())
 	go func() { p.done <- cmd.Wait() }()

@@ -26,24 +26,6 @@ import (
 	"github.com/stackvps/stackvps/stages/alert"
 )
 
-// clock is the stages' processing clock, set by the test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 // env is one test's database, topics and clock, with a user subscribed to
 // every alert notification type of P1 and to threshold of P2. The clock
 // starts six hours in the past: Kafka refuses record timestamps more than
@@ -56,7 +38,7 @@ type env struct {
 	cl     *kgo.Client
 	rc     *schemas.Codec[schemas.Reading]
 	nc     *schemas.Codec[schemas.Notification]
-	clock  *clock
+	clock  *testenv.Clock
 	group  string
 	userID int64
 	notes  *collector
@@ -77,7 +59,7 @@ func newEnv(t *testing.T) *env {
 	nc, err := schemas.NewNotificationCodec(ctx, config.SchemaRegistry{}, k.Topics.Notifications)
 	require.NoError(t, err)
 	e := &env{t: t, pool: pool, store: alerts.NewStore(pool, nil), kafka: k, cl: cl, rc: rc, nc: nc,
-		clock: &clock{t: time.Now().UTC().Add(-6 * time.Hour).Truncate(time.Second)}, group: testenv.Name(t)}
+		clock: testenv.NewClock(time.Now().UTC().Add(-6 * time.Hour).Truncate(time.Second)), group: testenv.Name(t)}
 	e.exec(`INSERT INTO catchment_points (code, name) VALUES ('P1', 'Pozo 1'), ('P2', 'Pozo 2')`)
 	require.NoError(t, pool.QueryRow(ctx, `INSERT INTO users (email, name) VALUES ('ana@example.cl', 'Ana') RETURNING id`).Scan(&e.userID))
 	e.exec(`INSERT INTO point_owners (point, user_id, relation) VALUES ('P1', $1, 'PRIMARY'), ('P2', $1, 'PRIMARY')`, e.userID)

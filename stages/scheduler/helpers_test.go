@@ -226,24 +226,6 @@ func (w *testWriter) close() {
 	w.mu.Unlock()
 }
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
 // captureProducer acknowledges every record at once and keeps them.
 type captureProducer struct {
 	mu   sync.Mutex

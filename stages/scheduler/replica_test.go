@@ -117,7 +117,7 @@ func TestMissedPeriodsAndDSTIntegration(t *testing.T) {
 		"tick": {Schedule: "daily 07:00", Enabled: true},
 		"slow": {Schedule: "every 1h", Enabled: false},
 	})
-	clock := &fakeClock{now: time.Date(2026, 4, 3, 12, 0, 0, 0, time.UTC)} // 09:00 -03
+	clock := testenv.NewClock(time.Date(2026, 4, 3, 12, 0, 0, 0, time.UTC)) // 09:00 -03
 	a := startReplica(t, p1, sc, "replica-a", tickJobs(p1, "replica-a", 0), clock.Now)
 	b := startReplica(t, p2, sc, "replica-b", tickJobs(p2, "replica-b", 0), clock.Now)
 
