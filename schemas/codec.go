@@ -98,10 +98,10 @@ type Codec[T any] struct {
 	schema avro.Schema     // embedded schema: the writer schema of Encode, the reader schema of Decode
 	first  func(*T) string // the record's first field, which must not be empty
 	header []byte          // Confluent header with our schema id; empty without a registry
-	// fast writes a T field by field with the Writer's primitives, without
-	// the reflection of WriteVal; nil uses WriteVal. It must write exactly
-	// what WriteVal writes (see writeReading).
-	fast func(*avro.Writer, *T)
+	// fast appends the encoding of a T field by field, without the
+	// reflection of WriteVal and without a Writer; nil uses WriteVal. It
+	// must write exactly what WriteVal writes (see appendReading).
+	fast func([]byte, *T) []byte
 
 	// With a registry only.
 	client *sr.Client
@@ -119,7 +119,7 @@ func NewReadingCodec(ctx context.Context, reg config.SchemaRegistry, topic strin
 	if err != nil {
 		return nil, err
 	}
-	c.fast = writeReading
+	c.fast = appendReading
 	return c, nil
 }
 
@@ -223,6 +223,9 @@ func (c *Codec[T]) Encode(v *T) ([]byte, error) {
 	if err := c.check(v); err != nil {
 		return nil, err
 	}
+	if c.fast != nil {
+		return c.fast(append(make([]byte, 0, len(c.header)+fastEncodingSize), c.header...), v), nil
+	}
 	w := writers.Get().(*avro.Writer)
 	defer putWriter(w)
 	if err := c.write(w, v); err != nil {
@@ -241,6 +244,9 @@ func (c *Codec[T]) Encode(v *T) ([]byte, error) {
 func (c *Codec[T]) AppendEncode(dst []byte, v *T) ([]byte, error) {
 	if err := c.check(v); err != nil {
 		return dst, err
+	}
+	if c.fast != nil {
+		return c.fast(append(dst, c.header...), v), nil
 	}
 	w := writers.Get().(*avro.Writer)
 	defer putWriter(w)
@@ -269,10 +275,6 @@ func (c *Codec[T]) firstField() string {
 func (c *Codec[T]) write(w *avro.Writer, v *T) error {
 	w.Reset(nil)
 	w.Error = nil
-	if c.fast != nil {
-		c.fast(w, v)
-		return nil // the primitives cannot fail on a buffer without an io.Writer
-	}
 	w.WriteVal(c.schema, v)
 	if w.Error != nil {
 		return fmt.Errorf("%w: encoding %s: %w", ErrBadRecord, c.name, w.Error)

@@ -94,6 +94,10 @@ func FuzzReadingFastPath(f *testing.F) {
 		}
 		got, err := c.Encode(&r)
 		require.NoError(t, err)
-		require.Equal(t, want(t, &r), got)
+		w := want(t, &r)
+		require.Equal(t, w, got)
+		appended, err := c.AppendEncode([]byte("prefix"), &r)
+		require.NoError(t, err)
+		require.Equal(t, append([]byte("prefix"), w...), appended)
 	})
 }
