@@ -12,13 +12,26 @@ import (
 // Validating and then walking read a payload twice; a decoder validates
 // every payload, so this is the pass it cannot avoid.
 func (ps *pathSet) validLookup(js string, vals []jsonValue) bool {
+	return ps.validLookupElems(js, vals, nil)
+}
+
+// validLookupElems is validLookup that also, when el is not nil, looks up
+// el.paths in every element of the array at path el.slot, in the same
+// pass (see elemScan). el.done reports whether it did.
+func (ps *pathSet) validLookupElems(js string, vals []jsonValue, el *elemScan) bool {
 	clear(vals)
-	sc := scanner{s: js, left: len(ps.paths)}
+	sc := scanner{s: js, left: len(ps.paths), arrSlot: -1}
+	if el != nil {
+		el.n, el.done = 0, false
+		if el.paths.root != nil && el.paths.len() <= maxElemPaths {
+			sc.arrSlot = el.slot
+		}
+	}
 	i := sc.space(0)
 	if i < len(js) && js[i] == '{' && ps.root != nil {
 		sc.node = ps.root
 	}
-	i, ok := sc.value(i, sc.node, vals)
+	i, ok := sc.value(i, sc.node, vals, el)
 	if !ok || sc.space(i) != len(js) {
 		return false
 	}
@@ -28,8 +41,40 @@ func (ps *pathSet) validLookup(js string, vals []jsonValue) bool {
 		for i, p := range ps.paths {
 			vals[i] = fromResult(gjson.Get(js, p))
 		}
+		if el != nil {
+			el.done = false // the elements scanned may not be of gjson's array
+		}
 	}
 	return true
+}
+
+// maxElemPaths is how many paths an elemScan looks up in each element.
+const maxElemPaths = 3
+
+// An elemScan asks validLookupElems to look up paths in each element of
+// the array at the path of slot (the registers of a spec), and holds what
+// it found: the decoder then reads the array without walking it again.
+// The array scanned is the one whose value the lookup gives for slot: the
+// first member holding the path, as gjson.Get reads it.
+type elemScan struct {
+	slot  int      // in the lookup's path set
+	paths *pathSet // looked up in each element; at most maxElemPaths
+	// elems[:n] are the array's elements, in order, when done. done is
+	// false when the lookup did not scan the array (no array at slot, more
+	// than len(elems) elements, a path set that is not simple or a lookup
+	// left to gjson.Get); the caller then reads the array itself.
+	elems []elemValues
+	n     int
+	done  bool
+}
+
+// elemValues are one array element and, when it is an object, the values
+// of elemScan.paths in it, as pathSet.lookup gives them, unless redo is
+// set: a path goes into an array, where only gjson.Get can tell.
+type elemValues struct {
+	raw  string // the element as written
+	redo bool
+	vals [maxElemPaths]jsonValue
 }
 
 // scanner is the state of validLookup. Its methods mirror gjson's
@@ -42,6 +87,10 @@ type scanner struct {
 	node *pathNode // the root, or nil when the paths are left to gjson.Get
 	left int       // paths not resolved yet
 	bail bool      // a path goes into an array
+	// arrSlot is the slot of the elemScan passed down the scan (as an
+	// argument, not a field, so that it stays on the caller's stack), or -1
+	// when there is none.
+	arrSlot int
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -56,15 +105,16 @@ func (sc *scanner) space(i int) int {
 
 // value validates the value at i (after optional space) and returns the
 // index just past it. n is the path node whose children are looked up in
-// it, when it is an object; nil when no path goes through it.
-func (sc *scanner) value(i int, n *pathNode, vals []jsonValue) (int, bool) {
+// it, when it is an object; nil when no path goes through it. el is the
+// elemScan of sc.arrSlot, if any.
+func (sc *scanner) value(i int, n *pathNode, vals []jsonValue, el *elemScan) (int, bool) {
 	i = sc.space(i)
 	if i >= len(sc.s) {
 		return i, false
 	}
 	switch sc.s[i] {
 	case '{':
-		return sc.object(i+1, n, vals)
+		return sc.object(i+1, n, vals, el)
 	case '[':
 		if n != nil && sc.left > 0 {
 			sc.bail = true // gjson reads indexes and queries in arrays
@@ -84,7 +134,7 @@ func (sc *scanner) value(i int, n *pathNode, vals []jsonValue) (int, bool) {
 	return i, false
 }
 
-func (sc *scanner) object(i int, n *pathNode, vals []jsonValue) (int, bool) {
+func (sc *scanner) object(i int, n *pathNode, vals []jsonValue, el *elemScan) (int, bool) {
 	s := sc.s
 	i = sc.space(i)
 	if i < len(s) && s[i] == '}' {
@@ -111,7 +161,13 @@ func (sc *scanner) object(i int, n *pathNode, vals []jsonValue) (int, bool) {
 		if child != nil && len(child.children) > 0 {
 			next = child
 		}
-		if i, ok = sc.value(vs, next, vals); !ok {
+		if child != nil && child.slot == sc.arrSlot && next == nil && vs < len(s) && s[vs] == '[' && !vals[child.slot].exists() {
+			// The array this member's value becomes the value of arrSlot.
+			i, ok = sc.elements(vs+1, el)
+		} else {
+			i, ok = sc.value(vs, next, vals, el)
+		}
+		if !ok {
 			return i, false
 		}
 		if child != nil && child.slot >= 0 && !vals[child.slot].exists() {
@@ -155,7 +211,7 @@ func (sc *scanner) array(i int, vals []jsonValue) (int, bool) {
 	}
 	for {
 		var ok bool
-		if i, ok = sc.value(i, nil, vals); !ok {
+		if i, ok = sc.value(i, nil, vals, nil); !ok {
 			return i, false
 		}
 		if i = sc.space(i); i >= len(s) {
@@ -163,6 +219,65 @@ func (sc *scanner) array(i int, vals []jsonValue) (int, bool) {
 		}
 		switch s[i] {
 		case ']':
+			return i + 1, true
+		case ',':
+			i++
+		default:
+			return i, false
+		}
+	}
+}
+
+// elements is array for the array that becomes the value of el's
+// slot, looking up el.paths in each element that is an object. The
+// scan's state (left, bail) is set aside meanwhile: in an element, it
+// counts the element's paths.
+func (sc *scanner) elements(i int, el *elemScan) (int, bool) {
+	// Only this array is the value; and in the elements, slots index
+	// elemValues.vals, not the lookup's values.
+	sc.arrSlot = -1
+	left, bail := sc.left, sc.bail
+	i, ok := sc.elementsIn(i, el)
+	sc.left, sc.bail = left, bail
+	return i, ok
+}
+
+func (sc *scanner) elementsIn(i int, el *elemScan) (int, bool) {
+	s := sc.s
+	n, full := 0, false
+	i = sc.space(i)
+	if i < len(s) && s[i] == ']' {
+		el.n, el.done = 0, true
+		return i + 1, true
+	}
+	for {
+		start := sc.space(i)
+		var ok bool
+		switch {
+		case n == len(el.elems):
+			full = true // the caller reads the array itself
+			i, ok = sc.value(start, nil, nil, nil)
+		case start < len(s) && s[start] == '{':
+			e := &el.elems[n]
+			e.vals = [maxElemPaths]jsonValue{}
+			sc.left, sc.bail = el.paths.len(), false
+			i, ok = sc.object(start+1, el.paths.root, e.vals[:], nil)
+			e.raw, e.redo = s[start:i], sc.bail
+			n++
+		default:
+			i, ok = sc.value(start, nil, nil, nil)
+			el.elems[n] = elemValues{raw: s[start:i]}
+			n++
+		}
+		if !ok {
+			return i, false
+		}
+		if i = sc.space(i); i >= len(s) {
+			return i, false
+		}
+		switch s[i] {
+		case ']':
+			el.n, el.done = n, !full
 			return i + 1, true
 		case ',':
 			i++
