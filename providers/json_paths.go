@@ -39,9 +39,15 @@ func (v jsonValue) isArray() bool { return v.typ == gjson.JSON && v.raw[0] == '[
 // leaf is the jsonValue of raw, one JSON value of a valid document without
 // surrounding space, as gjson.Get returns it.
 func leaf(raw string) jsonValue {
+	return scannedLeaf(raw, raw[0] == '"' && strings.IndexByte(raw, '\\') >= 0)
+}
+
+// scannedLeaf is leaf for a raw known to hold a backslash or not (esc),
+// when it is a string; esc is ignored otherwise.
+func scannedLeaf(raw string, esc bool) jsonValue {
 	switch raw[0] {
 	case '"':
-		if strings.IndexByte(raw, '\\') >= 0 {
+		if esc {
 			return fromResult(gjson.Parse(raw)) // gjson's own unescaping
 		}
 		return jsonValue{typ: gjson.String, raw: raw, str: raw[1 : len(raw)-1]}

@@ -91,6 +91,9 @@ type scanner struct {
 	// argument, not a field, so that it stays on the caller's stack), or -1
 	// when there is none.
 	arrSlot int
+	// esc is whether the last string str scanned holds a backslash: a
+	// string without one is its own decoded text.
+	esc bool
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -151,7 +154,7 @@ func (sc *scanner) object(i int, n *pathNode, vals []jsonValue, el *elemScan) (i
 		}
 		var child *pathNode
 		if n != nil {
-			child = n.match(s[ks:i])
+			child = n.match(s[ks:i], sc.esc)
 		}
 		if i = sc.space(i); i >= len(s) || s[i] != ':' {
 			return i, false
@@ -171,7 +174,9 @@ func (sc *scanner) object(i int, n *pathNode, vals []jsonValue, el *elemScan) (i
 			return i, false
 		}
 		if child != nil && child.slot >= 0 && !vals[child.slot].exists() {
-			vals[child.slot] = leaf(s[vs:i])
+			// A string value was the last string scanned, so sc.esc is
+			// its own.
+			vals[child.slot] = scannedLeaf(s[vs:i], sc.esc)
 			sc.left--
 		}
 		if i = sc.space(i); i >= len(s) {
@@ -189,10 +194,10 @@ func (sc *scanner) object(i int, n *pathNode, vals []jsonValue, el *elemScan) (i
 }
 
 // match returns the child of n whose key is the JSON string key (quotes
-// included), or nil.
-func (n *pathNode) match(quoted string) *pathNode {
+// included), or nil. esc is whether key holds a backslash.
+func (n *pathNode) match(quoted string, esc bool) *pathNode {
 	key := quoted[1 : len(quoted)-1]
-	if strings.IndexByte(key, '\\') >= 0 {
+	if esc {
 		key = gjson.Parse(quoted).Str // gjson's own unescaping
 	}
 	for _, e := range n.children {
@@ -299,6 +304,7 @@ var strPlain = func() (t [256]bool) {
 // str validates the rest of a string from i, just past its opening quote.
 func (sc *scanner) str(i int) (int, bool) {
 	s := sc.s
+	sc.esc = false
 	for {
 		for i < len(s) && strPlain[s[i]] {
 			i++
@@ -310,6 +316,7 @@ func (sc *scanner) str(i int) (int, bool) {
 		case '"':
 			return i + 1, true
 		case '\\':
+			sc.esc = true
 			i++
 			if i >= len(s) {
 				return i, false
