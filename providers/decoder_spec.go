@@ -317,6 +317,11 @@ var errTimeRange = errors.New("out of range")
 // parseUnix parses an epoch count of unit: an integer, a decimal fraction
 // or, as a last resort, any float.
 func parseUnix(s string, unit time.Duration) (time.Time, error) {
+	if n, ok := parseDigits(s); ok {
+		// What the general path below gives for an integer.
+		perSec := int64(time.Second / unit)
+		return time.Unix(n/perSec, n%perSec*int64(unit)), nil
+	}
 	if !isDecimal(s) {
 		return time.Time{}, strconv.ErrSyntax
 	}
@@ -347,6 +352,23 @@ func parseUnix(s string, unit time.Duration) (time.Time, error) {
 		return time.Time{}, errTimeRange
 	}
 	return time.Unix(0, int64(ns)), nil
+}
+
+// parseDigits parses s when it is 1 to 18 ASCII digits, which cannot
+// overflow an int64: strconv.ParseInt's result without its generality.
+func parseDigits(s string) (int64, bool) {
+	if len(s) == 0 || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // isDecimal reports whether s is a plain decimal number: an optional sign,

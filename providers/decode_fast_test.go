@@ -1,0 +1,42 @@
+package providers
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// FuzzParseUnix compares parseUnix, whose plain digit strings take
+// parseDigits, with the general path it skips (strconv.ParseInt).
+//
+//	go test ./providers -run '^$' -fuzz FuzzParseUnix -fuzztime 20s
+func FuzzParseUnix(f *testing.F) {
+	for _, s := range []string{"0", "1764190800123", "000123", "999999999999999999", "9999999999999999999", "-5", "+5", "1.5", "1e3", "", "12a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, ok := parseDigits(s)
+		want, err := strconv.ParseInt(s, 10, 64)
+		allDigits := s != ""
+		for i := 0; i < len(s); i++ {
+			allDigits = allDigits && s[i] >= '0' && s[i] <= '9'
+		}
+		if ok {
+			require.NoError(t, err, s)
+			require.Equal(t, want, n, s)
+		} else {
+			require.False(t, allDigits && len(s) <= 18, "%q not parsed", s)
+		}
+		for _, unit := range []time.Duration{time.Second, time.Millisecond, time.Microsecond} {
+			got, gotErr := parseUnix(s, unit)
+			if !ok || err != nil {
+				continue
+			}
+			perSec := want / int64(time.Second/unit)
+			require.NoError(t, gotErr, s)
+			require.Equal(t, time.Unix(perSec, want%int64(time.Second/unit)*int64(unit)), got, s)
+		}
+	})
+}
