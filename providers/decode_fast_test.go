@@ -2,9 +2,11 @@ package providers
 
 import (
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -39,4 +41,30 @@ func FuzzParseUnix(f *testing.F) {
 			require.Equal(t, time.Unix(perSec, want%int64(time.Second/unit)*int64(unit)), got, s)
 		}
 	})
+}
+
+// TestUnitReaderMatchesQuantity reads units, hits and misses, from many
+// goroutines at once and requires what quantity.unit gives.
+func TestUnitReaderMatchesQuantity(t *testing.T) {
+	spellings := []string{"m3/h", "m3/h", " m3/h", "L/s", "L/s ", "furlongs", "", "l/s", "m³/h", "M3/H"}
+	for variable, q := range quantities {
+		r := newUnitReader(q)
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 200 {
+					u := spellings[(g+i)%len(spellings)]
+					got, err := r.unit(variable, u)
+					want, wantErr := q.unit(variable, u)
+					if wantErr != nil {
+						assert.EqualError(t, err, wantErr.Error())
+						continue
+					}
+					assert.NoError(t, err)
+					assert.Equal(t, want, *got, "%s %q", variable, u)
+				}
+			})
+		}
+		wg.Wait()
+	}
 }

@@ -67,7 +67,7 @@ func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Read
 		if err != nil {
 			return nil, badf(v.path, "%s %v", v.variable, err)
 		}
-		conv := v.conv
+		conv := &v.conv
 		if v.unitPath != "" {
 			u := vals[v.unitSlot]
 			if u.typ != gjson.String {
@@ -217,7 +217,7 @@ func (rs *regSpec) appendDecode(dst []Reading, arr jsonValue, el *elemScan, devi
 		if err != nil {
 			return nil, badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.value), "register %q (%s) %v", key, e.variable, err)
 		}
-		conv := e.conv
+		conv := &e.conv
 		if rs.unitField != "" {
 			u := fields[rs.unitSlot]
 			if u.typ != gjson.String {
@@ -419,7 +419,7 @@ type num struct {
 
 // convert converts n with c, scaled by scale (whose decimal is sd, exact
 // when sdOK) first.
-func (n num) convert(c conversion, scale float64, sd decimal, sdOK bool) float64 {
+func (n num) convert(c *conversion, scale float64, sd decimal, sdOK bool) float64 {
 	if scale == 1 {
 		if n.exact {
 			return c.convert(n.d, n.f)
