@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/tidwall/gjson"
 )
 
 // FuzzParseUnix compares parseUnix, whose plain digit strings take
@@ -67,4 +68,38 @@ func TestUnitReaderMatchesQuantity(t *testing.T) {
 		}
 		wg.Wait()
 	}
+}
+
+// FuzzPathSetWithin compares a path set marked within (as lorawanPaths)
+// with what it stands for: gjson.Get for the other paths, and a lookup in
+// the value of the path marked for the paths under it.
+//
+//	go test ./providers -run '^$' -fuzz FuzzPathSetWithin -fuzztime 20s
+func FuzzPathSetWithin(f *testing.F) {
+	for _, doc := range pathSetDocs {
+		f.Add(doc)
+	}
+	f.Add(`{"a":{"b":1},"a":{"b":2,"c":3},"d":{"e":4}}`)
+	f.Add(`{"a":1,"a":{"b":2,"c":3}}`)
+	f.Add(`{"a":{"b":1,"c":{"x":[1]}},"a":[1],"d":[{"e":1}]}`)
+	f.Fuzz(func(t *testing.T, doc string) {
+		ps := newPathSet("a", "a.b", "a.c", "d.e")
+		ps.within("a")
+		vals := make([]jsonValue, ps.len())
+		valid, scanned := ps.validLookupScanned(doc, vals, nil)
+		require.Equal(t, gjson.Valid(doc), valid, doc)
+		if !valid {
+			return
+		}
+		require.Equal(t, fromResult(gjson.Get(doc, "a")), vals[0], doc)
+		require.Equal(t, fromResult(gjson.Get(doc, "d.e")), vals[3], doc)
+		if !scanned {
+			return
+		}
+		want := make([]jsonValue, 2)
+		if vals[0].isObject() {
+			newPathSet("b", "c").lookup(vals[0].raw, want)
+		}
+		require.Equal(t, want, vals[1:3], doc)
+	})
 }

@@ -81,6 +81,9 @@ func (ps *pathSet) len() int { return len(ps.paths) }
 type pathNode struct {
 	slot     int // index in paths of the path ending here; -1 if none
 	children []pathEdge
+	// inValue: the paths under this one are read in this path's value
+	// (see pathSet.within), not each on its own as gjson.Get reads them.
+	inValue bool
 }
 
 type pathEdge struct {
@@ -117,6 +120,23 @@ func (ps *pathSet) add(path string) int {
 	}
 	n.slot = len(ps.paths) - 1
 	return n.slot
+}
+
+// within makes the paths of ps under path, which is in ps, read in the
+// value path resolves to, the first member holding it: what lookup on
+// that value gives. gjson.Get reads each path on its own, and so differs
+// when a key is given twice; a set with within is not gjson.Get's, and
+// its user must take the paths under path from a lookup on path's value
+// when validLookupScanned reports that gjson.Get read them.
+func (ps *pathSet) within(path string) {
+	if ps.root == nil {
+		return
+	}
+	n := ps.root
+	for key := range strings.SplitSeq(path, ".") {
+		n = n.child(key)
+	}
+	n.inValue = true
 }
 
 func (n *pathNode) child(key string) *pathNode {
@@ -197,13 +217,16 @@ func (n *pathNode) walk(obj string, vals []jsonValue, left *int) bool {
 			if e.key != key {
 				continue
 			}
+			descend := len(e.node.children) > 0
 			if s := e.node.slot; s >= 0 && !vals[s].exists() {
 				vals[s] = leaf(raw)
 				if *left--; *left == 0 {
 					return true
 				}
+			} else if s >= 0 && e.node.inValue {
+				descend = false // not the value of e's path
 			}
-			if len(e.node.children) > 0 {
+			if descend {
 				switch raw[0] {
 				case '{':
 					if !e.node.walk(raw, vals, left) {

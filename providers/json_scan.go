@@ -12,13 +12,22 @@ import (
 // Validating and then walking read a payload twice; a decoder validates
 // every payload, so this is the pass it cannot avoid.
 func (ps *pathSet) validLookup(js string, vals []jsonValue) bool {
-	return ps.validLookupElems(js, vals, nil)
+	valid, _ := ps.validLookupScanned(js, vals, nil)
+	return valid
 }
 
 // validLookupElems is validLookup that also, when el is not nil, looks up
 // el.paths in every element of the array at path el.slot, in the same
 // pass (see elemScan). el.done reports whether it did.
 func (ps *pathSet) validLookupElems(js string, vals []jsonValue, el *elemScan) bool {
+	valid, _ := ps.validLookupScanned(js, vals, el)
+	return valid
+}
+
+// validLookupScanned is validLookupElems that also reports whether the
+// scan resolved the paths (scanned), rather than gjson.Get: only then are
+// the paths under one marked with pathSet.within read in its value.
+func (ps *pathSet) validLookupScanned(js string, vals []jsonValue, el *elemScan) (valid, scanned bool) {
 	clear(vals)
 	sc := scanner{s: js, left: len(ps.paths), arrSlot: -1}
 	if el != nil {
@@ -33,7 +42,7 @@ func (ps *pathSet) validLookupElems(js string, vals []jsonValue, el *elemScan) b
 	}
 	i, ok := sc.value(i, sc.node, vals, el)
 	if !ok || sc.space(i) != len(js) {
-		return false
+		return false, false
 	}
 	if sc.node == nil || sc.bail {
 		// Not an object, a path that is not simple, or a path into an
@@ -44,8 +53,9 @@ func (ps *pathSet) validLookupElems(js string, vals []jsonValue, el *elemScan) b
 		if el != nil {
 			el.done = false // the elements scanned may not be of gjson's array
 		}
+		return true, false
 	}
-	return true
+	return true, true
 }
 
 // maxElemPaths is how many paths an elemScan looks up in each element.
@@ -161,7 +171,9 @@ func (sc *scanner) object(i int, n *pathNode, vals []jsonValue, el *elemScan) (i
 		}
 		vs := sc.space(i + 1)
 		var next *pathNode
-		if child != nil && len(child.children) > 0 {
+		if child != nil && len(child.children) > 0 && !(child.inValue && vals[child.slot].exists()) {
+			// (A path marked within is read in its own value only, the
+			// first member's, which sets its slot.)
 			next = child
 		}
 		if child != nil && child.slot == sc.arrSlot && next == nil && vs < len(s) && s[vs] == '[' && !vals[child.slot].exists() {
