@@ -103,3 +103,51 @@ func FuzzPathSetWithin(f *testing.F) {
 		require.Equal(t, want, vals[1:3], doc)
 	})
 }
+
+// TestStrWords holds scanner.str, whose fast loop reads 8 bytes at a
+// time, to strPlain byte by byte: every byte value at every position of a
+// string of plain bytes (ASCII and not), with a second byte at every
+// position.
+func TestStrWords(t *testing.T) {
+	// want is where str stops: just past the closing quote, or at the
+	// first byte that is not plain and not a quote (it fails there or,
+	// for a backslash, goes on: compare only plain runs).
+	want := func(b []byte) int {
+		for i, c := range b {
+			if !strPlain[c] {
+				return i
+			}
+		}
+		return len(b)
+	}
+	for _, fill := range []byte{'a', ' ', 0x7f, 0x80, 0xff, '!', '#', '[', ']'} {
+		for pos := range 9 {
+			for c := range 256 {
+				for pos2 := range 9 {
+					for _, c2 := range []byte{fill, 0, 0x1f, '"', '\\', 0x80, 0xa2, 0xdc} {
+						b := make([]byte, 18)
+						for i := range b {
+							b[i] = fill
+						}
+						b[pos2] = c2
+						b[pos] = byte(c)
+						b[17] = '"'
+						stop := want(b)
+						sc := scanner{s: string(b)}
+						i, ok := sc.str(0)
+						switch {
+						case b[stop] == '"':
+							require.True(t, ok, "%q", b)
+							require.Equal(t, stop+1, i, "%q", b)
+						case b[stop] < ' ':
+							require.False(t, ok, "%q", b)
+							require.Equal(t, stop, i, "%q", b)
+						default: // a backslash: an escape, valid or not
+							require.True(t, sc.esc || !ok, "%q", b)
+						}
+					}
+				}
+			}
+		}
+	}
+}

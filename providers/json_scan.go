@@ -313,11 +313,33 @@ var strPlain = func() (t [256]bool) {
 	return t
 }()
 
+// The bit tricks of str's fast loop: for n <= 0x80,
+// (x - 0x01..01*n) & ^x & 0x80..80 is not zero exactly when some byte of
+// the word x is below n (with n = 1: is zero). A byte of 0x80 or more has
+// its top bit set in x, cleared by ^x, so it never counts: such bytes are
+// plain, as in strPlain.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
 // str validates the rest of a string from i, just past its opening quote.
 func (sc *scanner) str(i int) (int, bool) {
 	s := sc.s
 	sc.esc = false
 	for {
+		// 8 bytes at a time while all are strPlain: none is below ' ',
+		// a quote or a backslash. The compiler makes the word one load.
+		for ; i+8 <= len(s); i += 8 {
+			b := s[i : i+8]
+			x := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+				uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+			q := x ^ (ones * '"')   // zero bytes where x has a quote
+			bs := x ^ (ones * '\\') // zero bytes where x has a backslash
+			if ((x-ones*' ')&^x|(q-ones)&^q|(bs-ones)&^bs)&highs != 0 {
+				break
+			}
+		}
 		for i < len(s) && strPlain[s[i]] {
 			i++
 		}
