@@ -136,6 +136,9 @@ func (ps *pathSet) within(path string) {
 	for key := range strings.SplitSeq(path, ".") {
 		n = n.child(key)
 	}
+	if n.slot < 0 {
+		panic("providers: within " + path + ": not a path of the set")
+	}
 	n.inValue = true
 }
 

@@ -176,7 +176,7 @@ func (sc *scanner) object(i int, n *pathNode, vals []jsonValue, el *elemScan) (i
 			// first member's, which sets its slot.)
 			next = child
 		}
-		if child != nil && child.slot == sc.arrSlot && next == nil && vs < len(s) && s[vs] == '[' && !vals[child.slot].exists() {
+		if child != nil && sc.arrSlot >= 0 && child.slot == sc.arrSlot && next == nil && vs < len(s) && s[vs] == '[' && !vals[child.slot].exists() {
 			// The array this member's value becomes the value of arrSlot.
 			i, ok = sc.elements(vs+1, el)
 		} else {
