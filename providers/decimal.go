@@ -140,7 +140,7 @@ func (a decimal) add(b decimal) (decimal, bool) {
 // convertExact returns (x + c.offset) × c.num / c.den correctly rounded
 // to a float64, and false when an intermediate does not fit: the offset
 // sum in 64 bits, the numerator in 128, the denominator in 64.
-func (c conversion) convertExact(x decimal) (float64, bool) {
+func (c *conversion) convertExact(x decimal) (float64, bool) {
 	if c.offset.mant != 0 {
 		var ok bool
 		if x, ok = x.add(c.offset); !ok {

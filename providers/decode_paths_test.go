@@ -106,7 +106,20 @@ func requireSameDecoding(t *testing.T, specs map[string]Decoder, payload []byte)
 func TestOnePassDecodingMatchesGet(t *testing.T) {
 	specs, seeds := decodePathsCases(t)
 	for _, payload := range append(seeds, []byte(`{"device_id":"a","device_id":"b","ts":"2026-11-26T21:00:00Z","flow_lps":1,"flow_lps":"x"}`),
-		[]byte(`{"device":{"serial":1},"device":{"serial":"s"},"time":1764190800123,"registers":[{"id":"Q","id":"VOL","value":1,"unit":"L","unit":"m3"}]}`)) {
+		[]byte(`{"device":{"serial":1},"device":{"serial":"s"},"time":1764190800123,"registers":[{"id":"Q","id":"VOL","value":1,"unit":"L","unit":"m3"}]}`),
+		// Registers and uplink messages given twice, or read by gjson.Get.
+		[]byte(`{"device":{"serial":"s"},"time":1,"registers":[{"id":"Q","value":1,"unit":"L/s"}],"registers":[{"id":"Q","value":2,"unit":"L/s"}]}`),
+		[]byte(`{"device":{"serial":"s"},"time":1,"registers":{"id":"Q"},"registers":[{"id":"Q","value":2,"unit":"L/s"}]}`),
+		[]byte(`{"device":[{"serial":"s"}],"time":1,"registers":[{"id":"Q","value":2,"unit":"L/s"}]}`),
+		[]byte(`{"device":{"serial":"s"},"time":1,"registers":[{"id":"Q","value":2,"unit":"L/s"},1,{"id":"NIV","value":{"a":[1]},"unit":"cm"},{"id":"VOL","value":3,"unit":" L "},{},{},{},{},{}]}`),
+		[]byte(`{"device":{"serial":"s"},"time":1,"registers":[{"id":"Q","value":2,"unit":"L/s","unit":"x"},{"id":"VOL","value":2,"id":"VOL","unit":"L"}]}`),
+		[]byte(`{"end_device_ids":{"device_id":"d"},"uplink_message":{"f_port":1},"uplink_message":{"f_port":2,"frm_payload":"AWknalAAewAAMNQAEtaHA9kA"}}`),
+		[]byte(`{"end_device_ids":{"device_id":"d"},"uplink_message":{"f_port":2},"uplink_message":{"f_port":2,"frm_payload":"AWknalAAewAAMNQAEtaHA9kA"}}`),
+		[]byte(`{"end_device_ids":{"device_id":"d"},"uplink_message":{"f_port":2,"frm_payload":"AWknalAAewAAMNQAEtaHA9kA"},"uplink_message":[1]}`),
+		[]byte(`{"end_device_ids":{"device_id":"d"},"uplink_message":[{"f_port":2}],"uplink_message":{"f_port":2,"frm_payload":"AWknalAAewAAMNQAEtaHA9kA"}}`),
+		[]byte(`{"end_device_ids":[{"device_id":"d"}],"uplink_message":{"f_port":2,"frm_payload":"AWknalAAewAAMNQAEtaHA9kA"}}`),
+		[]byte(`{"end_device_ids":{"device_id":"d"},"uplink_message":{"f_port":2,"f_port":1,"frm_payload":"AWknalAAewAAMNQAEtaHA9kA"},"end_device_ids":[1]}`),
+		[]byte(`{"end_device_ids":{"device_id":"d"},"uplink_message":{"f_port":2,"frm_p\u0061yload":"AWknalAAewAAMNQAEtaHA9kA"}}`)) {
 		requireSameDecoding(t, specs, payload)
 	}
 }

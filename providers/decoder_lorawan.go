@@ -34,11 +34,19 @@ const LoRaWANProvider = "lorawan-ttn"
 
 // The paths an uplink is read at, compiled once (read-only): the device id
 // and the uplink message in the payload, then the port and the frame in
-// the uplink message.
+// the uplink message. lorawanPaths also reads the port and the frame, in
+// the uplink message (within): when validLookupScanned scanned them,
+// lorawanUplinkPaths need not walk the uplink message again.
 var (
-	lorawanPaths       = newPathSet("end_device_ids.device_id", "uplink_message")
+	lorawanPaths       = lorawanPathSet()
 	lorawanUplinkPaths = newPathSet("f_port", "frm_payload")
 )
+
+func lorawanPathSet() *pathSet {
+	ps := newPathSet("end_device_ids.device_id", "uplink_message", "uplink_message.f_port", "uplink_message.frm_payload")
+	ps.within("uplink_message")
+	return ps
+}
 
 const (
 	lorawanFPort     = 2
@@ -64,8 +72,9 @@ func (LoRaWAN) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Read
 // test that holds them to gjson.Get.
 func decodeLoRaWAN(dst []Reading, p Payload, paths, uplinkPaths *pathSet) ([]Reading, error) {
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
-	var top [2]jsonValue
-	if !paths.validLookup(js, top[:]) {
+	var top [4]jsonValue
+	valid, scanned := paths.validLookupScanned(js, top[:paths.len()], nil)
+	if !valid {
 		return nil, badf("payload", "not valid JSON")
 	}
 	device, err := deviceOf(top[0], "end_device_ids.device_id")
@@ -77,7 +86,11 @@ func decodeLoRaWAN(dst []Reading, p Payload, paths, uplinkPaths *pathSet) ([]Rea
 		return nil, badf("uplink_message", "missing or not an object")
 	}
 	var fields [2]jsonValue
-	uplinkPaths.lookup(up.raw, fields[:])
+	if scanned && paths.len() == len(top) {
+		fields = [2]jsonValue(top[2:])
+	} else {
+		uplinkPaths.lookup(up.raw, fields[:])
+	}
 	port := fields[0]
 	if port.typ != gjson.Number {
 		return nil, badf("uplink_message.f_port", "missing or not a number")

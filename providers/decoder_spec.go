@@ -33,6 +33,9 @@ func (s *Spec) Decode(ctx context.Context, p Payload) ([]Reading, error) {
 
 // AppendDecode is Decode appending to dst (see AppendDecoder).
 func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Reading, error) {
+	if s.regs != nil {
+		return s.appendDecodeRegisters(dst, p)
+	}
 	// The payload is only read while decoding: strings that outlive this
 	// call (the device id) are cloned.
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
@@ -46,30 +49,9 @@ func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Read
 	if !s.paths.validLookup(js, vals) {
 		return nil, badf("payload", "not valid JSON")
 	}
-
-	device := p.Device
-	if s.device != "" {
-		d, err := deviceOf(vals[s.deviceSlot], s.device)
-		if err != nil {
-			return nil, err
-		}
-		device = d
-	}
-	if device == "" {
-		return nil, badf("device", "no device id (empty topic device)")
-	}
-	at := p.ReceivedAt.UTC()
-	if s.time != nil {
-		t, err := s.time.of(vals[s.time.slot])
-		if err != nil {
-			return nil, err
-		}
-		at = t
-	} else if p.ReceivedAt.IsZero() {
-		return nil, badf("time", "the spec reads no time and the reception time is not set")
-	}
-	if s.regs != nil {
-		return s.regs.appendDecode(dst, vals[s.regsSlot], device, at)
+	device, at, err := s.deviceTime(vals, p)
+	if err != nil {
+		return nil, err
 	}
 	out, n := dst, len(dst)
 	for i := range s.vars {
@@ -85,7 +67,7 @@ func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Read
 		if err != nil {
 			return nil, badf(v.path, "%s %v", v.variable, err)
 		}
-		conv := v.conv
+		conv := &v.conv
 		if v.unitPath != "" {
 			u := vals[v.unitSlot]
 			if u.typ != gjson.String {
@@ -113,9 +95,64 @@ func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Read
 // stack; a spec with more allocates them.
 const maxStackPaths = 16
 
+// maxStackElems is how many register array elements the validating pass
+// reads the fields of; a longer array is read again after it.
+const maxStackElems = 8
+
+// appendDecodeRegisters is AppendDecode for a spec with registers: the
+// validating pass also finds the fields of each register.
+func (s *Spec) appendDecodeRegisters(dst []Reading, p Payload) ([]Reading, error) {
+	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
+	var stack [maxStackPaths]jsonValue
+	var vals []jsonValue
+	if n := s.paths.len(); n <= len(stack) {
+		vals = stack[:n]
+	} else {
+		vals = make([]jsonValue, n)
+	}
+	var elems [maxStackElems]elemValues
+	el := elemScan{slot: s.regsSlot, paths: s.regs.elem, elems: elems[:]}
+	if !s.paths.validLookupElems(js, vals, &el) {
+		return nil, badf("payload", "not valid JSON")
+	}
+	device, at, err := s.deviceTime(vals, p)
+	if err != nil {
+		return nil, err
+	}
+	return s.regs.appendDecode(dst, vals[s.regsSlot], &el, device, at)
+}
+
+// deviceTime reads the device id and the event time of a payload whose
+// paths are vals.
+func (s *Spec) deviceTime(vals []jsonValue, p Payload) (string, time.Time, error) {
+	device := p.Device
+	if s.device != "" {
+		d, err := deviceOf(vals[s.deviceSlot], s.device)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		device = d
+	}
+	if device == "" {
+		return "", time.Time{}, badf("device", "no device id (empty topic device)")
+	}
+	at := p.ReceivedAt.UTC()
+	if s.time != nil {
+		t, err := s.time.of(vals[s.time.slot])
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		at = t
+	} else if p.ReceivedAt.IsZero() {
+		return "", time.Time{}, badf("time", "the spec reads no time and the reception time is not set")
+	}
+	return device, at, nil
+}
+
 // appendDecode reads the registers array arr (the value at rs.path),
-// appending to dst.
-func (rs *regSpec) appendDecode(dst []Reading, arr jsonValue, device string, at time.Time) ([]Reading, error) {
+// appending to dst. el is what the validating pass found in its elements:
+// when el.done, they are not read again.
+func (rs *regSpec) appendDecode(dst []Reading, arr jsonValue, el *elemScan, device string, at time.Time) ([]Reading, error) {
 	if !arr.isArray() {
 		if !arr.present() {
 			return nil, badf(rs.path, "missing")
@@ -124,18 +161,35 @@ func (rs *regSpec) appendDecode(dst []Reading, arr jsonValue, device string, at 
 	}
 	out, n := dst, len(dst)
 	var seen uint64 // bit i: entries[i] was read; a variable is mapped once, so len(entries) <= len(Variables()) < 64
-	var stack [3]jsonValue
-	fields := stack[:rs.elem.len()] // id, value and unit: at most three paths
+	var stack [maxElemPaths]jsonValue
+	lookedUp := stack[:rs.elem.len()] // id, value and unit: at most three paths
 	it := arrayIter{s: arr.raw, i: 1}
 	for i := 0; ; i++ {
-		elem, ok := it.next()
-		if !ok {
-			break
+		var elem string
+		var fields []jsonValue
+		if el.done {
+			if i == el.n {
+				break
+			}
+			e := &el.elems[i]
+			elem, fields = e.raw, e.vals[:len(lookedUp)]
+			if e.redo && elem[0] == '{' {
+				rs.elem.lookup(elem, lookedUp)
+				fields = lookedUp
+			}
+		} else {
+			var ok bool
+			if elem, ok = it.next(); !ok {
+				break
+			}
+			if elem[0] == '{' {
+				rs.elem.lookup(elem, lookedUp)
+			}
+			fields = lookedUp
 		}
 		if elem[0] != '{' {
 			return nil, badf(rs.path, "element %d is not an object", i)
 		}
-		rs.elem.lookup(elem, fields)
 		id := fields[rs.idSlot]
 		var key string
 		switch id.typ {
@@ -163,7 +217,7 @@ func (rs *regSpec) appendDecode(dst []Reading, arr jsonValue, device string, at 
 		if err != nil {
 			return nil, badf(fmt.Sprintf("%s.%d.%s", rs.path, i, rs.value), "register %q (%s) %v", key, e.variable, err)
 		}
-		conv := e.conv
+		conv := &e.conv
 		if rs.unitField != "" {
 			u := fields[rs.unitSlot]
 			if u.typ != gjson.String {
@@ -263,6 +317,11 @@ var errTimeRange = errors.New("out of range")
 // parseUnix parses an epoch count of unit: an integer, a decimal fraction
 // or, as a last resort, any float.
 func parseUnix(s string, unit time.Duration) (time.Time, error) {
+	if n, ok := parseDigits(s); ok {
+		// What the general path below gives for an integer.
+		perSec := int64(time.Second / unit)
+		return time.Unix(n/perSec, n%perSec*int64(unit)), nil
+	}
 	if !isDecimal(s) {
 		return time.Time{}, strconv.ErrSyntax
 	}
@@ -293,6 +352,23 @@ func parseUnix(s string, unit time.Duration) (time.Time, error) {
 		return time.Time{}, errTimeRange
 	}
 	return time.Unix(0, int64(ns)), nil
+}
+
+// parseDigits parses s when it is 1 to 18 ASCII digits, which cannot
+// overflow an int64: strconv.ParseInt's result without its generality.
+func parseDigits(s string) (int64, bool) {
+	if len(s) == 0 || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // isDecimal reports whether s is a plain decimal number: an optional sign,
@@ -343,7 +419,7 @@ type num struct {
 
 // convert converts n with c, scaled by scale (whose decimal is sd, exact
 // when sdOK) first.
-func (n num) convert(c conversion, scale float64, sd decimal, sdOK bool) float64 {
+func (n num) convert(c *conversion, scale float64, sd decimal, sdOK bool) float64 {
 	if scale == 1 {
 		if n.exact {
 			return c.convert(n.d, n.f)

@@ -39,9 +39,15 @@ func (v jsonValue) isArray() bool { return v.typ == gjson.JSON && v.raw[0] == '[
 // leaf is the jsonValue of raw, one JSON value of a valid document without
 // surrounding space, as gjson.Get returns it.
 func leaf(raw string) jsonValue {
+	return scannedLeaf(raw, raw[0] == '"' && strings.IndexByte(raw, '\\') >= 0)
+}
+
+// scannedLeaf is leaf for a raw known to hold a backslash or not (esc),
+// when it is a string; esc is ignored otherwise.
+func scannedLeaf(raw string, esc bool) jsonValue {
 	switch raw[0] {
 	case '"':
-		if strings.IndexByte(raw, '\\') >= 0 {
+		if esc {
 			return fromResult(gjson.Parse(raw)) // gjson's own unescaping
 		}
 		return jsonValue{typ: gjson.String, raw: raw, str: raw[1 : len(raw)-1]}
@@ -75,6 +81,9 @@ func (ps *pathSet) len() int { return len(ps.paths) }
 type pathNode struct {
 	slot     int // index in paths of the path ending here; -1 if none
 	children []pathEdge
+	// inValue: the paths under this one are read in this path's value
+	// (see pathSet.within), not each on its own as gjson.Get reads them.
+	inValue bool
 }
 
 type pathEdge struct {
@@ -111,6 +120,26 @@ func (ps *pathSet) add(path string) int {
 	}
 	n.slot = len(ps.paths) - 1
 	return n.slot
+}
+
+// within makes the paths of ps under path, which is in ps, read in the
+// value path resolves to, the first member holding it: what lookup on
+// that value gives. gjson.Get reads each path on its own, and so differs
+// when a key is given twice; a set with within is not gjson.Get's, and
+// its user must take the paths under path from a lookup on path's value
+// when validLookupScanned reports that gjson.Get read them.
+func (ps *pathSet) within(path string) {
+	if ps.root == nil {
+		return
+	}
+	n := ps.root
+	for key := range strings.SplitSeq(path, ".") {
+		n = n.child(key)
+	}
+	if n.slot < 0 {
+		panic("providers: within " + path + ": not a path of the set")
+	}
+	n.inValue = true
 }
 
 func (n *pathNode) child(key string) *pathNode {
@@ -191,13 +220,16 @@ func (n *pathNode) walk(obj string, vals []jsonValue, left *int) bool {
 			if e.key != key {
 				continue
 			}
+			descend := len(e.node.children) > 0
 			if s := e.node.slot; s >= 0 && !vals[s].exists() {
 				vals[s] = leaf(raw)
 				if *left--; *left == 0 {
 					return true
 				}
+			} else if s >= 0 && e.node.inValue {
+				descend = false // not the value of e's path
 			}
-			if len(e.node.children) > 0 {
+			if descend {
 				switch raw[0] {
 				case '{':
 					if !e.node.walk(raw, vals, left) {

@@ -57,7 +57,7 @@ type varSpec struct {
 	path     string
 	unitPath string     // "" when the unit is fixed
 	conv     conversion // the fixed unit's conversion
-	q        quantity   // the variable's, for a unit read from the payload
+	q        unitReader // the variable's, for a unit read from the payload
 	unit     string     // canonical unit
 	scale    float64
 	scaleDec decimal // scale's exact decimal, when scaleExact
@@ -84,7 +84,7 @@ type regEntry struct {
 	id, variable string
 	unit         string     // canonical unit
 	conv         conversion // for a fixed unit
-	q            quantity   // the variable's, for a unit read from the payload
+	q            unitReader // the variable's, for a unit read from the payload
 }
 
 // namePattern is what a provider name may look like: it is an MQTT topic
@@ -231,7 +231,7 @@ func compileVariables(vars []variableFile, p *problems) []varSpec {
 				p.addf(key+".variable", "%s is already read by variables[%d]", v.Variable, j)
 			}
 			readBy[v.Variable] = i
-			vs.unit, vs.q = canonical, quantities[v.Variable]
+			vs.unit, vs.q = canonical, newUnitReader(quantities[v.Variable])
 		}
 		if v.Path == "" {
 			p.addf(key+".path", "must not be empty")
@@ -302,7 +302,7 @@ func compileRegisters(r *registersFile, p *problems) *regSpec {
 			continue
 		}
 		mappedFrom[e.Variable] = e.ID
-		entry := regEntry{id: e.ID, variable: e.Variable, unit: canonical, q: quantities[e.Variable]}
+		entry := regEntry{id: e.ID, variable: e.Variable, unit: canonical, q: newUnitReader(quantities[e.Variable])}
 		if r.FixedUnit != nil {
 			c, _, err := lookupUnit(e.Variable, *r.FixedUnit)
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // conversion maps a vendor unit to its variable's canonical unit:
@@ -45,7 +46,7 @@ func gcd(a, b uint64) uint64 {
 
 // apply converts a float64 value: (v + offset) × num / den in float64
 // arithmetic. Prefer convert when the value's decimal is known.
-func (c conversion) apply(v float64) float64 {
+func (c *conversion) apply(v float64) float64 {
 	if c.foffset != 0 {
 		v += c.foffset
 	}
@@ -58,7 +59,7 @@ func (c conversion) apply(v float64) float64 {
 
 // convert converts the value written as x, whose float64 is v: exactly
 // rounded when x fits, else in float64 arithmetic.
-func (c conversion) convert(x decimal, v float64) float64 {
+func (c *conversion) convert(x decimal, v float64) float64 {
 	if r, ok := c.convertExact(x); ok {
 		return r
 	}
@@ -70,6 +71,9 @@ func (c conversion) convert(x decimal, v float64) float64 {
 type quantity struct {
 	canonical string
 	units     map[string]conversion
+	// refs holds the same conversions as units, each at a fixed address,
+	// for unitReader's cache.
+	refs map[string]*conversion
 }
 
 // Exact definitions of the non-metric units used below.
@@ -147,11 +151,14 @@ var quantities = map[string]quantity{
 }
 
 func init() {
-	for _, q := range quantities {
+	for variable, q := range quantities {
+		q.refs = make(map[string]*conversion, len(q.units))
 		for name, c := range q.units {
 			c.unit = name
 			q.units[name] = c
+			q.refs[name] = &c
 		}
+		quantities[variable] = q
 	}
 }
 
@@ -231,6 +238,42 @@ func (q quantity) unit(variable, unit string) (conversion, error) {
 		if c, ok = q.units[strings.TrimSpace(unit)]; !ok {
 			return conversion{}, fmt.Errorf("%w %q for %s", ErrUnknownUnit, unit, variable)
 		}
+	}
+	return c, nil
+}
+
+// unitReader reads the units of one variable from payloads: it is
+// quantity.unit remembering the last spelling matched as written, so that
+// a provider writing the same unit every time skips the map lookup. It is
+// safe for concurrent use (Decode runs on many goroutines): the cache is
+// one atomic pointer to a conversion of q.refs, and a hit compares the
+// spelling with that conversion's own (c.unit is its key in q.units), so
+// a hit gives exactly what the map gives.
+type unitReader struct {
+	q    quantity
+	last *atomic.Pointer[conversion] // nil when q is not set
+}
+
+func newUnitReader(q quantity) unitReader {
+	return unitReader{q: q, last: new(atomic.Pointer[conversion])}
+}
+
+// unit is quantity.unit, returning the conversion in q.refs. It must not
+// be modified.
+func (r unitReader) unit(variable, unit string) (*conversion, error) {
+	if r.last != nil {
+		if c := r.last.Load(); c != nil && c.unit == unit {
+			return c, nil
+		}
+	}
+	c, ok := r.q.refs[unit]
+	if !ok {
+		if c, ok = r.q.refs[strings.TrimSpace(unit)]; !ok {
+			_, err := r.q.unit(variable, unit) // the error
+			return nil, err
+		}
+	} else if r.last != nil {
+		r.last.Store(c) // a spelling as written: c.unit == unit
 	}
 	return c, nil
 }
