@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,8 +24,8 @@ import (
 // the "error" header; a transient one (database or regulator down, see
 // Transient) is retried with backoff and never goes to the DLQ. Neither stops
 // the stage. Process must be safe for concurrent use across partitions (the
-// runtime calls it for one partition's records in order, or for one key's
-// when it is a KeyOrderedProcessor) and must not retain rec.
+// runtime calls it for one partition's records in order) and must not retain
+// rec.
 type Processor interface {
 	Process(ctx context.Context, rec Record) ([]Record, error)
 }
@@ -58,20 +56,6 @@ type OffsetHolder interface {
 	// HeldOffsets returns, per topic and partition, the lowest offset the
 	// state still needs; a partition that is absent holds nothing back.
 	HeldOffsets() map[string]map[int32]int64
-}
-
-// A KeyOrderedProcessor needs order only among records with the same key,
-// not across a partition (normalize: a record depends on earlier records of
-// its device, the key, only). When a poll holds fewer partitions than the
-// stage can process at once (a poll of 5,000 records taken from one
-// partition's backlog, during a catch-up or a replay), the runtime splits
-// each partition's records into lanes by key hash, each processed in order,
-// so that the poll still uses every core. Offsets, commits and the order of
-// one key's outputs are as without lanes. Processors with per-partition
-// state (windows, held offsets) must not report true.
-type KeyOrderedProcessor interface {
-	Processor
-	KeyOrdered() bool
 }
 
 // A PartitionDropper is told when the stage loses partitions (rebalance,
@@ -135,10 +119,6 @@ type Stage struct {
 	outCounters sync.Map // topic -> prometheus.Counter
 	maxPolls    int
 	maxRecords  int
-	// keyLanes is whether the processor is key-ordered; laneSeed hashes
-	// keys into lanes.
-	keyLanes bool
-	laneSeed maphash.Seed
 }
 
 // Bounds of the work in flight: polls processed but not committed yet.
@@ -213,10 +193,6 @@ func NewStage(cfg StageConfig, deps Deps) (*Stage, error) {
 	s := &Stage{core: c, cfg: cfg}
 	s.maxPolls = maxInFlightPolls
 	s.maxRecords = maxInFlightFactor * max(1, deps.Pipeline.MaxPollRecords)
-	if ko, ok := cfg.Processor.(KeyOrderedProcessor); ok && ko.KeyOrdered() {
-		s.keyLanes = true
-		s.laneSeed = maphash.MakeSeed()
-	}
 	s.commits = newCommitQueue(s.commitOffsets, s.met, s.log)
 	s.commits.acked = func(kr *kgo.Record) { s.outCounter(kr.Topic).Inc() }
 	s.commits.interval = commitInterval
@@ -384,32 +360,18 @@ func (s *Stage) handle(ctx context.Context, fetches kgo.Fetches, flusher Flusher
 		mu       sync.Mutex
 		firstErr error
 	)
-	var parts []kgo.FetchTopicPartition
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if len(p.Records) > 0 {
-			parts = append(parts, p)
+		if len(p.Records) == 0 {
+			return
 		}
+		wg.Go(func() {
+			if err := s.partition(ctx, p, g); err != nil {
+				mu.Lock()
+				firstErr = errors.Join(firstErr, err)
+				mu.Unlock()
+			}
+		})
 	})
-	lanes := 1
-	if s.keyLanes {
-		lanes = lanesPerPartition(len(parts), runtime.GOMAXPROCS(0))
-	}
-	for _, p := range parts {
-		s.met.recordsIn.Add(float64(len(p.Records)))
-		for _, recs := range splitByKey(p.Records, lanes, s.laneSeed) {
-			wg.Go(func() {
-				if err := s.partition(ctx, recs, g); err != nil {
-					mu.Lock()
-					firstErr = errors.Join(firstErr, err)
-					mu.Unlock()
-				}
-			})
-		}
-		if p.HighWatermark > 0 {
-			last := p.Records[len(p.Records)-1]
-			s.met.setLag(p.Topic, strconv.Itoa(int(p.Partition)), max(0, p.HighWatermark-last.Offset-1))
-		}
-	}
 	wg.Wait()
 	if firstErr != nil {
 		g.close(nil, firstErr)
@@ -459,64 +421,13 @@ func (s *Stage) commitOffsets(ctx context.Context, offsets map[string]map[int32]
 	return cerr
 }
 
-// lanesPerPartition is how many key lanes each of a poll's partitions is
-// split into so that the poll runs at least twice as many goroutines as
-// procs (two per proc, so that one lane with more work than the others
-// leaves no proc idle for long): 1 when the partitions alone are enough.
-func lanesPerPartition(partitions, procs int) int {
-	if partitions == 0 {
-		return 1
-	}
-	return max(1, (2*procs+partitions-1)/partitions)
-}
-
-// minLaneRecords is the fewest records per lane worth a goroutine of its
-// own: a partition with fewer than twice as many is not split.
-const minLaneRecords = 64
-
-// splitByKey splits one partition's records into up to lanes slices by the
-// hash of their keys, each in offset order, so that records with the same
-// key stay in one lane and in order. Empty lanes are left out; one lane is
-// recs itself.
-func splitByKey(recs []*kgo.Record, lanes int, seed maphash.Seed) [][]*kgo.Record {
-	lanes = min(lanes, len(recs)/minLaneRecords)
-	if lanes <= 1 {
-		return [][]*kgo.Record{recs}
-	}
-	lane := make([]uint16, len(recs))
-	count := make([]int, lanes+1)
-	for i, r := range recs {
-		l := uint16(maphash.Bytes(seed, r.Key) % uint64(lanes))
-		lane[i] = l
-		count[l+1]++
-	}
-	for l := 1; l <= lanes; l++ {
-		count[l] += count[l-1]
-	}
-	// count[l] is where lane l starts in sorted; filling in record order
-	// keeps each lane in offset order.
-	sorted := make([]*kgo.Record, len(recs))
-	next := append([]int(nil), count[:lanes]...)
-	for i, r := range recs {
-		sorted[next[lane[i]]] = r
-		next[lane[i]]++
-	}
-	out := make([][]*kgo.Record, 0, lanes)
-	for l := range lanes {
-		if count[l+1] > count[l] {
-			out = append(out, sorted[count[l]:count[l+1]:count[l+1]])
-		}
-	}
-	return out
-}
-
-// partition processes records of one partition (all of them, or one key
-// lane) in order.
-func (s *Stage) partition(ctx context.Context, recs []*kgo.Record, g *ackGroup) error {
+// partition processes one partition's records in order.
+func (s *Stage) partition(ctx context.Context, p kgo.FetchTopicPartition, g *ackGroup) error {
+	s.met.recordsIn.Add(float64(len(p.Records)))
 	// A Processor retains neither a record nor its slices: one headers
 	// buffer serves every record of the partition.
 	var headers []Header
-	for _, kr := range recs {
+	for _, kr := range p.Records {
 		start := time.Now()
 		rec := Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value, Time: kr.Timestamp}
 		if len(kr.Headers) > 0 {
@@ -545,6 +456,10 @@ func (s *Stage) partition(ctx context.Context, recs []*kgo.Record, g *ackGroup) 
 		if !kr.Timestamp.IsZero() {
 			s.met.endToEnd.Observe(end.Sub(kr.Timestamp).Seconds())
 		}
+	}
+	last := p.Records[len(p.Records)-1]
+	if p.HighWatermark > 0 {
+		s.met.setLag(p.Topic, strconv.Itoa(int(p.Partition)), max(0, p.HighWatermark-last.Offset-1))
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package pipeline_test
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -167,76 +166,5 @@ func TestPartitionOrderAcrossPollsIntegration(t *testing.T) {
 			require.Greater(t, v, prev, "key %s: %d after %d", r.Key, v, prev)
 		}
 		last[string(r.Key)] = v
-	}
-}
-
-// keyOrdered is a key-ordered processor echoing its records that counts how
-// many of its calls run at once.
-type keyOrdered struct {
-	ordered         bool
-	inFlight, maxIn atomic.Int64
-	calls           atomic.Int64
-}
-
-func (k *keyOrdered) KeyOrdered() bool { return k.ordered }
-
-func (k *keyOrdered) Process(_ context.Context, r pipeline.Record) ([]pipeline.Record, error) {
-	n := k.inFlight.Add(1)
-	defer k.inFlight.Add(-1)
-	for m := k.maxIn.Load(); n > m && !k.maxIn.CompareAndSwap(m, n); m = k.maxIn.Load() {
-	}
-	if k.calls.Add(1)%10 == 0 {
-		time.Sleep(time.Millisecond) // some work, so that lanes overlap
-	}
-	return []pipeline.Record{{Key: r.Key, Value: r.Value}}, nil
-}
-
-// A single partition's backlog is processed in several lanes at once when
-// the processor is key-ordered, and one record at a time when it is not;
-// either way each key's outputs keep their order and every offset is
-// committed once.
-func TestKeyLanesIntegration(t *testing.T) {
-	const n = 3000
-	for _, ordered := range []bool{true, false} {
-		t.Run(fmt.Sprintf("key_ordered=%v", ordered), func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, 1)
-			h.deps.Pipeline.MaxPollRecords = 1000
-			cl, err := kgo.NewClient(kgo.SeedBrokers(h.kafka.Brokers...))
-			require.NoError(t, err)
-			recs := make([]*kgo.Record, n)
-			for i := range recs {
-				recs[i] = &kgo.Record{Topic: h.kafka.Topics.Raw, Key: []byte("dev-" + strconv.Itoa(i%101)), Value: []byte(strconv.Itoa(i))}
-			}
-			require.NoError(t, cl.ProduceSync(context.Background(), recs...).FirstErr())
-			cl.Close()
-
-			proc := &keyOrdered{ordered: ordered}
-			s, err := pipeline.NewStage(pipeline.StageConfig{
-				Name: "lanes", Inputs: []string{h.kafka.Topics.Raw}, Output: h.kafka.Topics.Readings,
-				DLQ: h.kafka.Topics.RawDLQ, Processor: proc,
-			}, h.deps)
-			require.NoError(t, err)
-			stop := runStage(t, s)
-			require.Eventually(t, func() bool { return h.committedCount(t, "lanes") == n }, 60*time.Second, 100*time.Millisecond)
-			require.NoError(t, stop())
-			if ordered {
-				require.GreaterOrEqual(t, proc.maxIn.Load(), int64(2), "one partition's records were processed one at a time")
-			} else {
-				require.Equal(t, int64(1), proc.maxIn.Load(), "a partition's records were processed concurrently")
-			}
-			out := h.consume(t, h.kafka.Topics.Readings, n, 10*time.Second)
-			require.Len(t, out, n, "every record once")
-			last := map[string]int{}
-			for _, r := range out {
-				v, err := strconv.Atoi(string(r.Value))
-				require.NoError(t, err)
-				if prev, ok := last[string(r.Key)]; ok {
-					require.Greater(t, v, prev, "key %s: %d after %d", r.Key, v, prev)
-				}
-				last[string(r.Key)] = v
-			}
-			require.Len(t, last, 101)
-		})
 	}
 }

@@ -184,12 +184,6 @@ func (n *Normalizer) decoder(header []byte, name string) (decoderEntry, error) {
 	return e, nil
 }
 
-// KeyOrdered implements pipeline.KeyOrderedProcessor: a record depends on
-// earlier records of its key only (quality and derived flow keep state per
-// device, and the bridge keys a raw record by the device of its topic), as
-// when partitions are processed concurrently.
-func (n *Normalizer) KeyOrdered() bool { return true }
-
 // Process implements pipeline.Processor.
 func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeline.Record, error) {
 	provHeader, receivedAt, topic := headers(rec.Headers)
