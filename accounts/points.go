@@ -162,26 +162,48 @@ func (s *Store) CreatePoint(ctx context.Context, actor Principal, p points.Point
 // UpdatePoint replaces the fields of the point p.Code with p's and returns
 // it; the actor needs write.
 func (s *Store) UpdatePoint(ctx context.Context, actor Principal, p points.Point) (points.Point, error) {
+	return s.PatchPoint(ctx, actor, p.Code, func(q *points.Point) error {
+		*q = p
+		return nil
+	})
+}
+
+// PatchPoint changes the point code with change and returns it; the actor
+// needs write. change is applied to the point as stored, read with its row
+// locked in the transaction that writes it back, so two patches of
+// different fields made at once both take effect (a read outside the
+// transaction would let the second write the first's fields back). An
+// error from change is returned as is and nothing is written; change may
+// be called again if the transaction is retried, and must not change the
+// code.
+func (s *Store) PatchPoint(ctx context.Context, actor Principal, code string, change func(*points.Point) error) (points.Point, error) {
+	var p points.Point
 	err := s.change(ctx, actor, func(tx pgx.Tx) (*audit.Entry, error) {
-		if _, err := require(ctx, tx, actor, p.Code, PermWrite); err != nil {
-			return nil, err
-		}
-		var err error
-		if p, err = normalizePoint(p); err != nil {
+		if _, err := require(ctx, tx, actor, code, PermWrite); err != nil {
 			return nil, err
 		}
 		ptx := s.points.InTx(tx)
-		before, err := ptx.PointForUpdate(ctx, p.Code)
+		before, err := ptx.PointForUpdate(ctx, code)
 		if err != nil {
-			return nil, translate(err, pointWhat(p.Code))
+			return nil, translate(err, pointWhat(code))
+		}
+		p = before
+		if err := change(&p); err != nil {
+			return nil, err
+		}
+		if p.Code != code {
+			return nil, fmt.Errorf("%w: a point's code cannot change (%q to %q)", ErrInvalid, code, p.Code)
+		}
+		if p, err = normalizePoint(p); err != nil {
+			return nil, err
 		}
 		if pointAudit(before).equal(pointAudit(p)) {
 			return nil, nil
 		}
 		if err := ptx.UpdatePoint(ctx, p); err != nil {
-			return nil, translate(err, pointWhat(p.Code))
+			return nil, translate(err, pointWhat(code))
 		}
-		return &audit.Entry{Action: "point.update", EntityType: "point", EntityID: p.Code, Point: p.Code,
+		return &audit.Entry{Action: "point.update", EntityType: "point", EntityID: code, Point: code,
 			Before: pointAudit(before), After: pointAudit(p)}, nil
 	})
 	if err != nil {
@@ -279,10 +301,29 @@ func (s *Store) deviceForUpdate(ctx context.Context, tx pgx.Tx, actor Principal,
 // with d's and returns it. The actor needs manage_devices on its current
 // point and, when it moves, on the new one.
 func (s *Store) UpdateDevice(ctx context.Context, actor Principal, d points.Device) (points.Device, error) {
+	return s.PatchDevice(ctx, actor, d.ID, func(e *points.Device) error {
+		*e = d
+		return nil
+	})
+}
+
+// PatchDevice changes the device id with change and returns it. The actor
+// needs manage_devices on its current point and, when it moves, on the new
+// one. change is applied to the device as stored, with its row locked, as
+// in PatchPoint; it must not change the id.
+func (s *Store) PatchDevice(ctx context.Context, actor Principal, id string, change func(*points.Device) error) (points.Device, error) {
+	var d points.Device
 	err := s.change(ctx, actor, func(tx pgx.Tx) (*audit.Entry, error) {
-		before, err := s.deviceForUpdate(ctx, tx, actor, d.ID, PermManageDevices)
+		before, err := s.deviceForUpdate(ctx, tx, actor, id, PermManageDevices)
 		if err != nil {
 			return nil, err
+		}
+		d = before
+		if err := change(&d); err != nil {
+			return nil, err
+		}
+		if d.ID != id {
+			return nil, fmt.Errorf("%w: a device's id cannot change (%q to %q)", ErrInvalid, id, d.ID)
 		}
 		if d.Point != before.Point {
 			if _, err := require(ctx, tx, actor, d.Point, PermManageDevices); err != nil {
@@ -294,9 +335,9 @@ func (s *Store) UpdateDevice(ctx context.Context, actor Principal, d points.Devi
 			return nil, nil
 		}
 		if err := s.points.InTx(tx).UpdateDevice(ctx, d); err != nil {
-			return nil, translate(err, deviceWhat(d.ID))
+			return nil, translate(err, deviceWhat(id))
 		}
-		return &audit.Entry{Action: "device.update", EntityType: "device", EntityID: d.ID, Point: d.Point,
+		return &audit.Entry{Action: "device.update", EntityType: "device", EntityID: id, Point: d.Point,
 			Before: deviceAudit(before), After: deviceAudit(d)}, nil
 	})
 	if err != nil {

@@ -80,11 +80,11 @@ type Accounts interface {
 	Point(ctx context.Context, p accounts.Principal, code string) (points.Point, error)
 	Points(ctx context.Context, p accounts.Principal) ([]points.Point, error)
 	CreatePoint(ctx context.Context, p accounts.Principal, pt points.Point) (points.Point, error)
-	UpdatePoint(ctx context.Context, p accounts.Principal, pt points.Point) (points.Point, error)
+	PatchPoint(ctx context.Context, p accounts.Principal, code string, change func(*points.Point) error) (points.Point, error)
 	DeletePoint(ctx context.Context, p accounts.Principal, code string) error
 	Devices(ctx context.Context, p accounts.Principal, point string) ([]points.Device, error)
 	AddDevice(ctx context.Context, p accounts.Principal, d points.Device) (points.Device, error)
-	UpdateDevice(ctx context.Context, p accounts.Principal, d points.Device) (points.Device, error)
+	PatchDevice(ctx context.Context, p accounts.Principal, id string, change func(*points.Device) error) (points.Device, error)
 	RemoveDevice(ctx context.Context, p accounts.Principal, id string) error
 }
 

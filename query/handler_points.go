@@ -183,24 +183,17 @@ func (pp pointPatch) apply(p *points.Point) error {
 	return nil
 }
 
-// handleUpdatePoint serves PATCH /api/points/{code}/ (write). It reads the
-// point, applies the patch and writes it back; accounts checks write again
-// and audits in the same transaction as the change.
+// handleUpdatePoint serves PATCH /api/points/{code}/ (write). accounts
+// applies the patch to the point as stored, with its row locked, checks
+// write and audits, all in the transaction that writes it back: two
+// patches of different fields sent at once both take effect.
 func (a *API) handleUpdatePoint(w http.ResponseWriter, r *http.Request) error {
 	var patch pointPatch
 	code, err := jsonCall(w, r, "code", &patch)
 	if err != nil {
 		return err
 	}
-	pr := principal(r)
-	p, err := a.acc.Point(r.Context(), pr, code)
-	if err != nil {
-		return fromAccounts(err, "code")
-	}
-	if err := patch.apply(&p); err != nil {
-		return err
-	}
-	p, err = a.acc.UpdatePoint(r.Context(), pr, p)
+	p, err := a.acc.PatchPoint(r.Context(), principal(r), code, patch.apply)
 	if err != nil {
 		if errors.Is(err, accounts.ErrNotFound) || errors.Is(err, accounts.ErrForbidden) {
 			return fromAccounts(err, "code")
@@ -321,19 +314,9 @@ type devicePatch struct {
 	Active   optional[bool]   `json:"active"`
 }
 
-// handleUpdateDevice serves PATCH /api/devices/{id}/ (manage_devices on
-// its point, and on the new one when it moves).
-func (a *API) handleUpdateDevice(w http.ResponseWriter, r *http.Request) error {
-	var patch devicePatch
-	id, err := jsonCall(w, r, "id", &patch)
-	if err != nil {
-		return err
-	}
-	d, err := a.visibleDevice(r, id, "id")
-	if err != nil {
-		return err
-	}
-	if pt, ok, err := patch.Point.value("point"); err != nil {
+// apply changes d as the patch says.
+func (dp devicePatch) apply(d *points.Device) error {
+	if pt, ok, err := dp.Point.value("point"); err != nil {
 		return err
 	} else if ok {
 		if err := checkIdent("point", pt); err != nil {
@@ -341,18 +324,33 @@ func (a *API) handleUpdateDevice(w http.ResponseWriter, r *http.Request) error {
 		}
 		d.Point = pt
 	}
-	if patch.Provider.set {
-		if err := checkProvider(patch.Provider.v); err != nil {
+	if dp.Provider.set {
+		if err := checkProvider(dp.Provider.v); err != nil {
 			return err
 		}
-		d.Provider = patch.Provider.v // "" when null
+		d.Provider = dp.Provider.v // "" when null
 	}
-	if v, ok, err := patch.Active.value("active"); err != nil {
+	if v, ok, err := dp.Active.value("active"); err != nil {
 		return err
 	} else if ok {
 		d.Active = v
 	}
-	d, err = a.acc.UpdateDevice(r.Context(), principal(r), d)
+	return nil
+}
+
+// handleUpdateDevice serves PATCH /api/devices/{id}/ (manage_devices on
+// its point, and on the new one when it moves). As for points, accounts
+// applies the patch to the locked row.
+func (a *API) handleUpdateDevice(w http.ResponseWriter, r *http.Request) error {
+	var patch devicePatch
+	id, err := jsonCall(w, r, "id", &patch)
+	if err != nil {
+		return err
+	}
+	if _, err := a.visibleDevice(r, id, "id"); err != nil {
+		return err
+	}
+	d, err := a.acc.PatchDevice(r.Context(), principal(r), id, patch.apply)
 	if err != nil {
 		if errors.Is(err, accounts.ErrNotFound) && patch.Point.set {
 			return fromAccounts(err, paramInMessage(err, "id", [2]string{"point", "point"}))
