@@ -713,7 +713,7 @@ func DayTimezone(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 
 // ErrZoneChangeUnsafe is returned by SetDayTimezone when readings_1d cannot
 // be rebuilt in another zone because raw readings under some of its days
-// are gone (dropped by retention) or not yet refreshed.
+// are gone (dropped by retention, or deleted).
 var ErrZoneChangeUnsafe = errors.New("readings_1d cannot be rebuilt in another zone")
 
 // SetDayTimezone makes readings_1d bucket days in zone. When the database's
@@ -748,12 +748,15 @@ func SetDayTimezone(ctx context.Context, pool *pgxpool.Pool, zone string, log *s
 		if old == zone {
 			return nil
 		}
-		// Days before the first raw reading whose count differs from what
-		// the raw readings hold lost raw data: refuse.
+		// A day starting before the first raw reading that counts more
+		// readings than the raw table still holds lost raw data (retention
+		// dropped it, or it was deleted): refuse. A day counting fewer only
+		// has writes not refreshed yet; the rebuild leaves them to the
+		// refresher, which has their ranges in rollup_invalidations.
 		var lost int
 		err := tx.QueryRow(ctx, `SELECT count(*) FROM readings_1d d
 			WHERE d.bucket < coalesce((SELECT min(time) FROM readings), 'infinity')
-			  AND d.count <> (SELECT count(*) FROM readings r WHERE r.point = d.point AND r.variable = d.variable
+			  AND d.count > (SELECT count(*) FROM readings r WHERE r.point = d.point AND r.variable = d.variable
 			                  AND r.time >= d.bucket
 			                  AND r.time < (date_trunc('day', d.bucket AT TIME ZONE $1) + interval '1 day') AT TIME ZONE $1)`,
 			old).Scan(&lost)
@@ -761,7 +764,7 @@ func SetDayTimezone(ctx context.Context, pool *pgxpool.Pool, zone string, log *s
 			return fmt.Errorf("checking readings_1d before a zone change: %w", err)
 		}
 		if lost > 0 {
-			return fmt.Errorf("rollups.day_timezone: %w from %s to %s: %d day(s) of readings_1d lost raw readings to retention; keep %s",
+			return fmt.Errorf("rollups.day_timezone: %w from %s to %s: %d day(s) of readings_1d count more readings than the raw table still holds (dropped by rollups.raw_retention, or deleted); keep %s",
 				ErrZoneChangeUnsafe, old, zone, lost, old)
 		}
 		if st.Mode == ModeTimescale {

@@ -554,6 +554,36 @@ func TestRollupsDayTimezoneChangeIntegration(t *testing.T) {
 	require.ErrorContains(t, err, "rollups.day_timezone")
 }
 
+// Raw readings written into the first day of readings_1d and not refreshed
+// yet do not block a zone change (they are not readings lost to
+// retention): the change goes through, and the next pass brings every
+// rollup, the new zone's days included, to what the raw readings hold.
+func TestRollupsDayTimezoneChangeWithUnrefreshedWritesIntegration(t *testing.T) {
+	e := newRollupEnv(t, nil)
+	for _, b := range batches(dataSet(), 300) {
+		e.write(t, b)
+	}
+	e.pass(t)
+	ctx := testenv.Context(t, time.Minute)
+	var first time.Time
+	var point, variable string
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT time, point, variable FROM readings ORDER BY time LIMIT 1`).Scan(&first, &point, &variable))
+	var dayStart time.Time
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT min(bucket) FROM readings_1d`).Scan(&dayStart))
+	require.True(t, dayStart.Before(first), "the first day of readings_1d starts before the first raw reading")
+	// Not refreshed: readings_1d counts fewer readings in that day than
+	// the raw table now holds.
+	e.write(t, []timescale.Row{{Time: first.Add(time.Microsecond), Point: point, Variable: variable, Value: 7}})
+
+	changed, err := timescale.SetDayTimezone(ctx, e.pool, "Europe/Madrid", quiet)
+	require.NoError(t, err)
+	require.True(t, changed)
+	r2, err := timescale.NewRefresher(ctx, e.pool, timescale.RefresherConfig{Rollups: e.cfg, Registerer: prometheus.NewRegistry(), Log: quiet})
+	require.NoError(t, err)
+	require.NoError(t, r2.Pass(ctx))
+	e.requireRollupsMatch(t, "Europe/Madrid")
+}
+
 func TestRollupsRawRetentionIntegration(t *testing.T) {
 	e := newRollupEnv(t, nil)
 	if e.mode != timescale.ModePostgres {
