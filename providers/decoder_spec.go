@@ -33,9 +33,6 @@ func (s *Spec) Decode(ctx context.Context, p Payload) ([]Reading, error) {
 
 // AppendDecode is Decode appending to dst (see AppendDecoder).
 func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Reading, error) {
-	if s.regs != nil {
-		return s.appendDecodeRegisters(dst, p)
-	}
 	// The payload is only read while decoding: strings that outlive this
 	// call (the device id) are cloned.
 	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
@@ -45,6 +42,9 @@ func (s *Spec) AppendDecode(_ context.Context, dst []Reading, p Payload) ([]Read
 		vals = stack[:n]
 	} else {
 		vals = make([]jsonValue, n)
+	}
+	if s.regs != nil {
+		return s.appendDecodeRegisters(dst, js, vals, p)
 	}
 	if !s.paths.validLookup(js, vals) {
 		return nil, badf("payload", "not valid JSON")
@@ -99,17 +99,10 @@ const maxStackPaths = 16
 // reads the fields of; a longer array is read again after it.
 const maxStackElems = 8
 
-// appendDecodeRegisters is AppendDecode for a spec with registers: the
-// validating pass also finds the fields of each register.
-func (s *Spec) appendDecodeRegisters(dst []Reading, p Payload) ([]Reading, error) {
-	js := unsafe.String(unsafe.SliceData(p.Bytes), len(p.Bytes))
-	var stack [maxStackPaths]jsonValue
-	var vals []jsonValue
-	if n := s.paths.len(); n <= len(stack) {
-		vals = stack[:n]
-	} else {
-		vals = make([]jsonValue, n)
-	}
+// appendDecodeRegisters is AppendDecode for a spec with registers, over
+// the payload js and its path values vals: the validating pass also finds
+// the fields of each register.
+func (s *Spec) appendDecodeRegisters(dst []Reading, js string, vals []jsonValue, p Payload) ([]Reading, error) {
 	var elems [maxStackElems]elemValues
 	el := elemScan{slot: s.regsSlot, paths: s.regs.elem, elems: elems[:]}
 	if !s.paths.validLookupElems(js, vals, &el) {
