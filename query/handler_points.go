@@ -347,9 +347,6 @@ func (a *API) handleUpdateDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.visibleDevice(r, id, "id"); err != nil {
-		return err
-	}
 	d, err := a.acc.PatchDevice(r.Context(), principal(r), id, patch.apply)
 	if err != nil {
 		if errors.Is(err, accounts.ErrNotFound) && patch.Point.set {
