@@ -287,25 +287,6 @@ func deviceNotFound(id, param string) *Error {
 	return &Error{Status: http.StatusNotFound, Param: param, Message: fmt.Sprintf("device %q %s", id, accounts.ErrNotFound)}
 }
 
-// visibleDevice returns the device with id if the caller can read its
-// point; deviceNotFound otherwise.
-func (a *API) visibleDevice(r *http.Request, id, param string) (points.Device, error) {
-	d, err := a.store.device(r.Context(), id)
-	if errors.Is(err, errNoDevice) {
-		return points.Device{}, deviceNotFound(id, param)
-	}
-	if err != nil {
-		return points.Device{}, err
-	}
-	if err := a.acc.Can(r.Context(), principal(r), d.Point, accounts.PermRead); err != nil {
-		if errors.Is(err, accounts.ErrNotFound) {
-			return points.Device{}, deviceNotFound(id, param)
-		}
-		return points.Device{}, fromAccounts(err, param)
-	}
-	return d, nil
-}
-
 // devicePatch is the body of PATCH /api/devices/{id}/: absent fields stay;
 // point moves the device; provider null or "" clears it.
 type devicePatch struct {
