@@ -77,16 +77,7 @@ func BenchmarkBridge(b *testing.B) {
 		return d
 	}
 
-	b.Run("path=raw_subscriber", func(b *testing.B) {
-		var p paired
-		b.ReportAllocs()
-		for b.Loop() {
-			cpu := cpuTime()
-			p.add(n, rawRound(b), 0)
-			p.addCPU(cpuTime() - cpu)
-		}
-		p.report(b, "messages/s")
-	})
+	b.Run("path=raw_subscriber", func(b *testing.B) { rawPath(b, n, "messages/s", rawRound) })
 
 	b.Run("path=bridge", func(b *testing.B) {
 		var p paired

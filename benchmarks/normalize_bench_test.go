@@ -156,27 +156,11 @@ func BenchmarkNormalize(b *testing.B) {
 	fanoutRound := func(b *testing.B) time.Duration { return rawRound(b, "raw_fanout", fanout, wantReadings, fanoutOf) }
 
 	b.Run("path=raw_fanout", func(b *testing.B) {
-		var p paired
-		b.ReportAllocs()
-		for b.Loop() {
-			cpu := cpuTime()
-			p.add(n, fanoutRound(b), 0)
-			p.addCPU(cpuTime() - cpu)
-		}
-		rate := p.report(b, "records/s")
+		rate := rawPath(b, n, "records/s", fanoutRound)
 		b.ReportMetric(rate*float64(wantReadings)/n, "readings/s")
 	})
 
-	b.Run("path=raw_relay", func(b *testing.B) {
-		var p paired
-		b.ReportAllocs()
-		for b.Loop() {
-			cpu := cpuTime()
-			p.add(n, relay(b), 0)
-			p.addCPU(cpuTime() - cpu)
-		}
-		p.report(b, "records/s")
-	})
+	b.Run("path=raw_relay", func(b *testing.B) { rawPath(b, n, "records/s", relay) })
 
 	// stage runs the paths that use pipeline.Stage: each round is paired
 	// with a round of raw (and of also, when not nil), then runs a stage

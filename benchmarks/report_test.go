@@ -42,6 +42,21 @@ func (p *paired) add(n int64, path, raw time.Duration) {
 // addCPU records CPU time the benchmark process spent on the path's rounds.
 func (p *paired) addCPU(d time.Duration) { p.cpu += d }
 
+// rawPath runs the rounds of a raw limit: each round moves n units in the
+// time round returns, measured with the process's CPU. It reports the rate
+// in unit per second and returns it.
+func rawPath(b *testing.B, n int64, unit string, round func(*testing.B) time.Duration) float64 {
+	b.Helper()
+	var p paired
+	b.ReportAllocs()
+	for b.Loop() {
+		cpu := cpuTime()
+		p.add(n, round(b), 0)
+		p.addCPU(cpuTime() - cpu)
+	}
+	return p.report(b, unit)
+}
+
 // report sets the rate metric (unit, per second) and ratio_to_raw. A raw
 // path reports no ratio (raw is zero).
 func (p *paired) report(b *testing.B, unit string) float64 {
