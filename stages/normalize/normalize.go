@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -51,7 +52,8 @@ type Devices interface {
 }
 
 // Encoder encodes readings (schemas.Codec[schemas.Reading]): AppendEncode
-// appends the encoding of v to dst, and on error returns dst unchanged.
+// appends the encoding of v to dst, and on error returns dst unchanged. It
+// must not keep v or its strings.
 type Encoder interface {
 	AppendEncode(dst []byte, v *schemas.Reading) ([]byte, error)
 }
@@ -74,10 +76,11 @@ type Normalizer struct {
 	now    func() time.Time
 	assess *assessor
 	met    *metrics
-	// decoders caches the decoders found so far by provider name (copy on
-	// write: Process reads it without locking). Only successful lookups
-	// are cached, so it holds at most the registered providers.
-	decoders atomic.Pointer[map[string]decoderEntry]
+	// decoders caches the decoders found so far (copy on write: Process
+	// reads it without locking). Only successful lookups are cached, so it
+	// holds at most the registered providers: a handful, which a scan
+	// comparing names finds faster than hashing the name would.
+	decoders atomic.Pointer[[]decoderEntry]
 	cacheMu  sync.Mutex
 	scratch  sync.Pool // *scratch
 }
@@ -100,10 +103,52 @@ type scratch struct {
 	raw     float64
 	unit    string
 	// buf collects the keys and values of the call's output records, which
-	// are copied out with one allocation at the end; spans locates each
-	// output's value in it.
+	// are copied out into mem at the end; spans locates each output's key
+	// and value in it.
 	buf   []byte
 	spans []span
+	// source backs the Source of the call's readings.
+	source []byte
+	// mem and recs are what the outputs of successive calls are cut from,
+	// so that a call does not allocate its output: each output is sliced to
+	// its own capacity, so an append to one cannot write over another, and
+	// a chunk is garbage once the outputs cut from it are (the producer
+	// holds them until Kafka acknowledges them).
+	mem  []byte
+	recs []pipeline.Record
+}
+
+// Sizes of the chunks scratch.mem and scratch.recs are cut from: a call
+// whose output is bigger gets its own.
+const (
+	memChunk  = 16 << 10
+	recsChunk = 64
+)
+
+// take returns n bytes cut from sc.mem.
+func (sc *scratch) take(n int) []byte {
+	if n > len(sc.mem) {
+		if n > memChunk/4 {
+			return make([]byte, n)
+		}
+		sc.mem = make([]byte, memChunk)
+	}
+	b := sc.mem[:n:n]
+	sc.mem = sc.mem[n:]
+	return b
+}
+
+// records returns n zero records cut from sc.recs.
+func (sc *scratch) records(n int) []pipeline.Record {
+	if n > len(sc.recs) {
+		if n > recsChunk/4 {
+			return make([]pipeline.Record, n)
+		}
+		sc.recs = make([]pipeline.Record, recsChunk)
+	}
+	r := sc.recs[:n:n]
+	sc.recs = sc.recs[n:]
+	return r
 }
 
 // span is buf[start:end].
@@ -152,37 +197,41 @@ func New(cfg config.Normalize, deps Deps) (*Normalizer, error) {
 // decoder returns the decoder entry of the provider named by the record's
 // header (name, when the header is absent).
 func (n *Normalizer) decoder(header []byte, name string) (decoderEntry, error) {
-	if m := n.decoders.Load(); m != nil {
-		var e decoderEntry
-		var ok bool
-		if header != nil {
-			e, ok = (*m)[string(header)] // no allocation: a map index
-		} else {
-			e, ok = (*m)[name]
-		}
-		if ok {
-			return e, nil
-		}
-	}
 	if header != nil {
-		name = string(header)
+		name = unsafeString(header)
 	}
+	if l := n.decoders.Load(); l != nil {
+		for _, e := range *l {
+			if e.name == name {
+				return e, nil
+			}
+		}
+	}
+	name = strings.Clone(name)
 	d, err := n.deps.Decoders.Lookup(name)
 	if err != nil {
 		return decoderEntry{}, err
 	}
 	n.cacheMu.Lock()
 	defer n.cacheMu.Unlock()
-	e := decoderEntry{name: name, dec: d, counters: &variableCounters{vec: n.met.readings, provider: name}}
-	next := map[string]decoderEntry{name: e}
-	if m := n.decoders.Load(); m != nil {
-		for k, v := range *m {
-			next[k] = v
+	next := []decoderEntry{}
+	if l := n.decoders.Load(); l != nil {
+		for _, e := range *l {
+			if e.name == name {
+				return e, nil // added meanwhile
+			}
 		}
+		next = append(next, *l...)
 	}
+	e := decoderEntry{name: name, dec: d, counters: &variableCounters{vec: n.met.readings, provider: name}}
+	next = append(next, e)
 	n.decoders.Store(&next)
 	return e, nil
 }
+
+// unsafeString is b as a string without copying it, for comparisons that
+// do not keep it.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // Process implements pipeline.Processor.
 func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeline.Record, error) {
@@ -251,10 +300,14 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 		}
 		sc.devs = append(sc.devs, resolved{id: r.Device, dev: dev})
 	}
-	source := sourceOf(rec.Topic, rec.Partition, rec.Offset)
+	// The readings are encoded before the call returns, and the encoder
+	// keeps none of their strings: the source need not be copied out of
+	// scratch.
+	sc.source = appendSource(sc.source[:0], rec.Topic, rec.Partition, rec.Offset)
+	source := unsafeString(sc.source)
 	receivedUTC := received.UTC()
 	sc.assessed = n.assess.appendAssessed(sc.assessed[:0], provider, readings)
-	out := make([]pipeline.Record, 0, len(sc.assessed))
+	out := sc.records(len(sc.assessed))
 	for i := range sc.assessed {
 		a := &sc.assessed[i]
 		d := &sc.devs[sc.device(a.Device)]
@@ -281,7 +334,7 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 			return nil, pipeline.Permanent("encode", fmt.Errorf("encoding reading of %s: %w", a.Device, err))
 		}
 		sc.spans = append(sc.spans, d.key, span{start, len(sc.buf)})
-		out = append(out, pipeline.Record{Time: r.Time})
+		out[i].Time = r.Time
 		ent.counters.get(a.Variable).Inc()
 		if a.quality != 0 {
 			for _, f := range n.met.flagCounters {
@@ -292,9 +345,7 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 		}
 		n.met.delay.Observe(received.Sub(a.Time).Seconds())
 	}
-	// One allocation for every key and value, each sliced to its own
-	// capacity so that an append to one cannot write over the next.
-	mem := make([]byte, len(sc.buf))
+	mem := sc.take(len(sc.buf))
 	copy(mem, sc.buf)
 	for i := range out {
 		k, v := sc.spans[2*i], sc.spans[2*i+1]
@@ -320,16 +371,14 @@ func headers(hs []pipeline.Header) (provider, receivedAt, topic []byte) {
 	return provider, receivedAt, topic
 }
 
-// sourceOf is the Reading.Source of a raw record, "topic/partition/offset",
-// built with a single allocation.
-func sourceOf(topic string, partition int32, offset int64) string {
-	var buf [96]byte
-	b := append(buf[:0], topic...)
+// appendSource appends the Reading.Source of a raw record,
+// "topic/partition/offset", to b.
+func appendSource(b []byte, topic string, partition int32, offset int64) []byte {
+	b = append(b, topic...)
 	b = append(b, '/')
 	b = strconv.AppendInt(b, int64(partition), 10)
 	b = append(b, '/')
-	b = strconv.AppendInt(b, offset, 10)
-	return string(b)
+	return strconv.AppendInt(b, offset, 10)
 }
 
 // release returns sc to the pool without the references it held.
