@@ -23,7 +23,7 @@ import (
 // normalizeDevices devices (a third in each format), on topics of
 // benchPartitions partitions (the default kafka.partitions).
 const (
-	normalizeRecords = 60_000
+	normalizeRecords = 240_000
 	normalizeDevices = 300
 	benchPartitions  = 12
 	// endPoll is how often the output topic's end offsets are polled: the
@@ -32,7 +32,7 @@ const (
 )
 
 // BenchmarkNormalize measures the normalize stage against the raw limit of a
-// Kafka consume -> produce hop moving the same records. 60,000 telemetry.raw
+// Kafka consume -> produce hop moving the same records. 240,000 telemetry.raw
 // records (the bridge's key, value and headers for simulated payloads of 300
 // devices in the three formats) are produced once, untimed, into a
 // 12-partition topic. Each round consumes all of them from the start with a
