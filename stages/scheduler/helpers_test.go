@@ -166,6 +166,43 @@ func (r *replica) leader() float64 {
 	return -1
 }
 
+// passes returns the passes the replica has made over the schedules as
+// the leader.
+func (r *replica) passes() float64 {
+	return testutil.ToFloat64(collector{r.reg, "stackvps_scheduler_passes_total", nil})
+}
+
+// settle waits until the leader among rs has finished a pass over the
+// schedules that began after the call: every period due at the clock's
+// time by then is claimed (claims are made within the pass; the runs they
+// start may still be going).
+func settle(t *testing.T, rs ...*replica) {
+	t.Helper()
+	var leader *replica
+	waitFor(t, 10*time.Second, "a leader", func() bool {
+		for _, r := range rs {
+			if r.leader() == 1 {
+				leader = r
+				return true
+			}
+		}
+		return false
+	})
+	// The pass in progress may have read the clock before the call; the
+	// one after it did not.
+	base := leader.passes()
+	waitFor(t, 10*time.Second, "two passes of the leader", func() bool { return leader.passes() >= base+2 })
+}
+
+// claims returns the periods of job claimed so far (running or finished).
+func claims(t *testing.T, pool *pgxpool.Pool, job string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT count(DISTINCT scheduled_for) FROM scheduler_runs WHERE job = $1`, job).Scan(&n))
+	return n
+}
+
 func (r *replica) runs(job, status string) float64 {
 	return testutil.ToFloat64(collector{r.reg, "stackvps_scheduler_runs_total", map[string]string{"job": job, "status": status}})
 }

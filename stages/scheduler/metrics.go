@@ -22,6 +22,7 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	lastSuccess *prometheus.GaugeVec
 	skipped     *prometheus.CounterVec
+	passes      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,8 +44,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "skipped_periods_total", Help: "Periods that passed while no replica led and were not run (only the latest missed period runs)."},
 			[]string{"job"}),
+		passes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "passes_total", Help: "Passes of the leader over its jobs' schedules (each claims and starts the periods that are due): rises several times a second while this replica leads; a leader whose passes stop rising is stuck."}),
 	}
-	for _, c := range []prometheus.Collector{m.leader, m.changes, m.runs, m.duration, m.lastSuccess, m.skipped} {
+	for _, c := range []prometheus.Collector{m.leader, m.changes, m.runs, m.duration, m.lastSuccess, m.skipped, m.passes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering scheduler metrics: %w", err)
 		}

@@ -128,10 +128,11 @@ func TestMissedPeriodsAndDSTIntegration(t *testing.T) {
 	// 00:00 -03 to 23:00 -04).
 	for at := clock.Now(); at.Before(time.Date(2026, 4, 6, 12, 0, 0, 0, time.UTC)); at = at.Add(time.Hour) {
 		clock.Set(at)
-		time.Sleep(40 * time.Millisecond)
+		settle(t, a, b)
 	}
 	waitFor(t, 10*time.Second, "four daily periods", func() bool { return count() == 4 })
-	time.Sleep(500 * time.Millisecond)
+	settle(t, a, b)
+	require.Equal(t, 4, claims(t, p1, "tick"), "no period beyond the four is claimed")
 	rows := ticks(t, p1, "tick")
 	require.Len(t, rows, 4)
 	want := []time.Time{
@@ -151,7 +152,8 @@ func TestMissedPeriodsAndDSTIntegration(t *testing.T) {
 	clock.Set(time.Date(2026, 4, 9, 15, 0, 0, 0, time.UTC))
 	c := startReplica(t, p2, sc, "replica-c", tickJobs(p2, "replica-c", 0), clock.Now)
 	waitFor(t, 10*time.Second, "the latest missed period", func() bool { return count() == 5 })
-	time.Sleep(time.Second)
+	settle(t, c)
+	require.Equal(t, 5, claims(t, p1, "tick"), "only the latest missed period is claimed")
 	rows = ticks(t, p1, "tick")
 	require.Len(t, rows, 5, "only the latest missed period runs")
 	require.True(t, time.Date(2026, 4, 9, 11, 0, 0, 0, time.UTC).Equal(rows[4].ScheduledFor), "got %s", rows[4].ScheduledFor.UTC())

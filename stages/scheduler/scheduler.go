@@ -278,6 +278,7 @@ func (s *Scheduler) lead(ctx context.Context, conn *pgx.Conn) {
 		for _, j := range s.jobs {
 			s.consider(ctx, jobsCtx, &wg, j, now)
 		}
+		s.met.passes.Inc()
 		if time.Now().After(nextCheck) {
 			if err := stillLeader(ctx, conn, s.check); err != nil {
 				if ctx.Err() != nil {
