@@ -149,7 +149,15 @@ func TestKafkaIntegration(t *testing.T) {
 			WHERE config_id = $1 AND slot_at = $2`, c1.ID, slots[0]).Scan(&v))
 		return v != nil && *v == 70, fmt.Sprint(v)
 	})
-	time.Sleep(300 * time.Millisecond)
+	// Two passes of the DGA leader over its due slots: the second began
+	// after the correction was recorded, and would have sent it.
+	passes := func() float64 {
+		return counterValue(t, reg, "stackvps_submit_passes_total", "source", compliance.SourceDGASubterraneas)
+	}
+	base := passes()
+	eventually(t, 30*time.Second, "two passes over the due slots", func() (bool, string) {
+		return passes() >= base+2, fmt.Sprint(passes() - base)
+	})
 	sl, _ := e.reg.Slot(dgaKey(obra, slots[0]))
 	require.Equal(t, 1, sl.Requests, "the correction is not sent")
 }

@@ -179,10 +179,6 @@ func (s *Submit) serve(ctx context.Context, source string) {
 			continue
 		}
 		failures = 0
-		if len(due) == 0 {
-			s.idle(ctx, wake)
-			continue
-		}
 		for _, d := range due {
 			if ctx.Err() != nil {
 				return
@@ -191,6 +187,10 @@ func (s *Submit) serve(ctx context.Context, source string) {
 				pausedUntil = s.now().Add(pause)
 				break
 			}
+		}
+		s.met.passes.WithLabelValues(source).Inc()
+		if len(due) == 0 {
+			s.idle(ctx, wake)
 		}
 	}
 }

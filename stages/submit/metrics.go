@@ -20,6 +20,7 @@ type metrics struct {
 	writtenOff  prometheus.Counter
 	backfilled  prometheus.Counter
 	maintainErr prometheus.Counter
+	passes      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -52,9 +53,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Slots filled from the readings table because no compliance record filled them within submit.backfill_after."}),
 		maintainErr: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "maintenance_errors_total",
 			Help: "Slot maintenance rounds that failed (database unavailable)."}),
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "passes_total",
+			Help: "Passes of the source's leader over its due slots (each reads them and submits what is due), by source: a leader whose passes stop rising is stuck."},
+			[]string{"source"}),
 	}
 	for _, c := range []prometheus.Collector{m.records, m.filled, m.attempts, m.latency, m.slots, m.oldest, m.leader,
-		m.created, m.writtenOff, m.backfilled, m.maintainErr} {
+		m.created, m.writtenOff, m.backfilled, m.maintainErr, m.passes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering submit metrics: %w", err)
 		}
