@@ -1,6 +1,7 @@
 package normalize_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -216,5 +217,42 @@ func TestProcessConcurrentPartitions(t *testing.T) {
 	}
 	if len(want["no-such-device"]) == 0 {
 		t.Fatal("the failing records did not fail")
+	}
+}
+
+// TestProcessOutputsOutliveLaterCalls keeps every output of a stream, as the
+// producer does until Kafka acknowledges them, while later calls go on
+// cutting theirs from the same chunks: each stays what it was when
+// returned, and each is sliced to its own capacity, so that an append to
+// one (a caller's right) cannot write into another.
+func TestProcessOutputsOutliveLaterCalls(t *testing.T) {
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	recs, devs := fleetRecords(t, 30, 3000, start)
+	n := newFleetNormalizer(t, devs, start.Add(2*time.Hour))
+	type output struct{ key, value []byte }
+	var kept []pipeline.Record
+	var want []output
+	for _, r := range recs {
+		outs, err := n.Process(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range outs {
+			kept = append(kept, o)
+			want = append(want, output{key: append([]byte(nil), o.Key...), value: append([]byte(nil), o.Value...)})
+		}
+	}
+	for i := range kept {
+		if cap(kept[i].Key) != len(kept[i].Key) || cap(kept[i].Value) != len(kept[i].Value) {
+			t.Fatalf("output %d: key or value has room to append into its neighbour", i)
+		}
+	}
+	for i, o := range kept {
+		if !bytes.Equal(o.Key, want[i].key) || !bytes.Equal(o.Value, want[i].value) {
+			t.Fatalf("output %d of %d changed after later calls", i, len(kept))
+		}
+	}
+	if len(kept) < 2*len(recs) {
+		t.Fatalf("%d outputs for %d records", len(kept), len(recs))
 	}
 }
