@@ -116,6 +116,27 @@ type scratch struct {
 	// holds them until Kafka acknowledges them).
 	mem  []byte
 	recs []pipeline.Record
+	// strs interns the device ids and MQTT topics of the records this
+	// scratch has seen: a fleet sends the same few thousand again and
+	// again, and a map lookup by bytes does not allocate.
+	strs map[string]string
+}
+
+// maxInterned bounds scratch.strs; past it the map starts over.
+const maxInterned = 4096
+
+// intern returns b as a string, the same one each time while it stays in
+// sc.strs.
+func (sc *scratch) intern(b []byte) string {
+	if s, ok := sc.strs[string(b)]; ok {
+		return s
+	}
+	if len(sc.strs) >= maxInterned || sc.strs == nil {
+		sc.strs = make(map[string]string, 256)
+	}
+	s := string(b)
+	sc.strs[s] = s
+	return s
 }
 
 // Sizes of the chunks scratch.mem and scratch.recs are cut from: a call
@@ -258,7 +279,7 @@ func (n *Normalizer) Process(ctx context.Context, rec pipeline.Record) ([]pipeli
 	sc := n.scratch.Get().(*scratch)
 	defer n.release(sc)
 	payload := providers.Payload{
-		Provider: provider, Device: string(rec.Key), Topic: string(topic),
+		Provider: provider, Device: sc.intern(rec.Key), Topic: sc.intern(topic),
 		Bytes: rec.Value, ReceivedAt: received,
 	}
 	var readings []providers.Reading
