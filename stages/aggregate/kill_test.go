@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
 
 	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/internal/testenv"
@@ -35,7 +36,7 @@ type childConfig struct {
 
 func TestMain(m *testing.M) {
 	testenv.RunChild(childName, childMain)
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // childMain runs the aggregate stage as `stackvps run --stages aggregate`

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stackvps/stackvps/accounts"
@@ -47,7 +48,7 @@ type childConfig struct {
 
 func TestMain(m *testing.M) {
 	testenv.RunChild(childName, childMain)
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // childNotifyConfig is the notify section of the child: a webhook timeout

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/stackvps/stackvps/config"
 	"github.com/stackvps/stackvps/internal/testenv"
@@ -38,7 +39,7 @@ type childConfig struct {
 
 func TestMain(m *testing.M) {
 	testenv.RunChild(childName, childMain)
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // childMain runs a replica. Each line it logs names its runner: the

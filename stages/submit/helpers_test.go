@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/stackvps/stackvps/compliance"
 	"github.com/stackvps/stackvps/compliance/store"
@@ -30,7 +31,7 @@ const childName = "submit"
 
 func TestMain(m *testing.M) {
 	testenv.RunChild(childName, runChild)
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // dga is the zone of the DGA sources.
