@@ -127,7 +127,8 @@ type Stage struct {
 // against ~35 ms), so two polls in flight left the stage waiting for acks
 // 10 % of the time; at eight, the producer's own buffer (franz-go's
 // MaxBufferedRecords, 50,000 records) is the bound that applies first.
-// A crash replays at most this much, which the sink's unique key absorbs.
+// A crash replays at most this much: stages are at-least-once, and each
+// says in its package doc why a replay stores nothing twice.
 const (
 	maxInFlightPolls  = 16
 	maxInFlightFactor = 8
