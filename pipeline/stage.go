@@ -121,6 +121,9 @@ type Stage struct {
 	maxRecords  int
 }
 
+// fetchMaxPartitionBytes bounds what one fetch takes from a partition.
+const fetchMaxPartitionBytes = 256 << 10
+
 // Bounds of the work in flight: polls processed but not committed yet.
 // A poll's acknowledgements take longer than processing the next one (a
 // backlog of 5,000-record polls, each producing 15,000 readings: 45-70 ms
@@ -259,6 +262,13 @@ func newConsumer(name, group string, inputs []string, deps Deps, log *slog.Logge
 		// silently skip readings.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// A stage catching up a backlog holds what it fetched until it
+		// polls it: with franz-go's 1 MiB per partition (decompressed,
+		// as records), normalize held 200-220 MiB more live heap over a
+		// 240,000-record backlog; at 256 KiB, 82-96 MiB, as fast (four
+		// alternating rounds each). A batch bigger than this still comes
+		// whole (the broker returns at least one).
+		kgo.FetchMaxPartitionBytes(fetchMaxPartitionBytes),
 		kgo.SessionTimeout(deps.Pipeline.SessionTimeout.Std()),
 		kgo.HeartbeatInterval(min(3*time.Second, deps.Pipeline.SessionTimeout.Std()/3)),
 		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
