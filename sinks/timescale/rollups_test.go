@@ -91,28 +91,7 @@ func (e *rollupEnv) metric(t *testing.T, name string, ru timescale.Rollup) float
 
 func gathered(t *testing.T, reg *prometheus.Registry, name string, ru timescale.Rollup) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "rollup" && l.GetValue() == string(ru) {
-					switch {
-					case m.GetCounter() != nil:
-						return m.GetCounter().GetValue()
-					case m.GetGauge() != nil:
-						return m.GetGauge().GetValue()
-					case m.GetHistogram() != nil:
-						return float64(m.GetHistogram().GetSampleCount())
-					}
-				}
-			}
-		}
-	}
-	return 0
+	return testenv.Metric(t, reg, name, map[string]string{"rollup": string(ru)})
 }
 
 type aggRow struct {

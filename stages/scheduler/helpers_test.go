@@ -14,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -129,6 +128,7 @@ func newPool(t *testing.T, db config.Database) *pgxpool.Pool {
 
 // replica is one in-process scheduler.
 type replica struct {
+	t      *testing.T
 	s      *scheduler.Scheduler
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
@@ -142,7 +142,7 @@ func startReplica(t *testing.T, pool *pgxpool.Pool, sc config.Scheduler, runner 
 		scheduler.Deps{Pool: pool, Jobs: jobs, Registerer: reg, Log: testLogger(t), Now: now})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{s: s, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	r := &replica{t: t, s: s, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()
 	t.Cleanup(r.stop)
 	return r
@@ -154,23 +154,17 @@ func (r *replica) stop() {
 	r.done <- nil // later stops return at once
 }
 
-func (r *replica) leader() float64 {
-	mfs, err := r.reg.Gather()
-	if err != nil {
-		return -1
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "stackvps_scheduler_leader" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return -1
+// metric returns the value of one of the replica's metrics.
+func (r *replica) metric(name string, labels map[string]string) float64 {
+	return testenv.Metric(r.t, r.reg, name, labels)
 }
+
+func (r *replica) leader() float64 { return r.metric("stackvps_scheduler_leader", nil) }
 
 // passes returns the passes the replica has made over the schedules as
 // the leader.
 func (r *replica) passes() float64 {
-	return testutil.ToFloat64(collector{r.reg, "stackvps_scheduler_passes_total", nil})
+	return r.metric("stackvps_scheduler_passes_total", nil)
 }
 
 // settle waits until the leader among rs has finished a pass over the
@@ -205,35 +199,7 @@ func claims(t *testing.T, pool *pgxpool.Pool, job string) int {
 }
 
 func (r *replica) runs(job, status string) float64 {
-	return testutil.ToFloat64(collector{r.reg, "stackvps_scheduler_runs_total", map[string]string{"job": job, "status": status}})
-}
-
-// collector picks one series of a gathered registry for testutil.
-type collector struct {
-	reg    *prometheus.Registry
-	name   string
-	labels map[string]string
-}
-
-func (c collector) Describe(chan<- *prometheus.Desc) {}
-func (c collector) Collect(ch chan<- prometheus.Metric) {
-	mfs, _ := c.reg.Gather()
-	for _, mf := range mfs {
-		if mf.GetName() != c.name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := c.labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(c.name, "", nil, nil), prometheus.CounterValue, m.GetCounter().GetValue())
-			return
-		}
-	}
-	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(c.name, "", nil, nil), prometheus.CounterValue, 0)
+	return r.metric("stackvps_scheduler_runs_total", map[string]string{"job": job, "status": status})
 }
 
 // testLogger logs through t until the test ends, then drops.

@@ -157,25 +157,5 @@ func TestMissedPeriodsAndDSTIntegration(t *testing.T) {
 	rows = ticks(t, p1, "tick")
 	require.Len(t, rows, 5, "only the latest missed period runs")
 	require.True(t, time.Date(2026, 4, 9, 11, 0, 0, 0, time.UTC).Equal(rows[4].ScheduledFor), "got %s", rows[4].ScheduledFor.UTC())
-	require.Equal(t, 2.0, testutilCounter(c, "stackvps_scheduler_skipped_periods_total", "tick"), "Apr 7 and 8 skipped")
-}
-
-func testutilCounter(r *replica, name, job string) float64 {
-	mfs, err := r.reg.Gather()
-	if err != nil {
-		return -1
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "job" && lp.GetValue() == job {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	require.Equal(t, 2.0, c.metric("stackvps_scheduler_skipped_periods_total", map[string]string{"job": "tick"}), "Apr 7 and 8 skipped")
 }

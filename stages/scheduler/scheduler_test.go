@@ -77,7 +77,7 @@ func TestLeaderStepsDownIntegration(t *testing.T) {
 	b := startReplica(t, p2, sc, "replica-b", tickJobs(p2, "replica-b", 0), nil)
 	waitFor(t, 15*time.Second, "2 periods", func() bool { return len(ticks(t, p1, "tick")) >= 2 })
 	acquired := func() float64 {
-		return testutilCounterPlain(a, "stackvps_scheduler_leadership_acquired_total") + testutilCounterPlain(b, "stackvps_scheduler_leadership_acquired_total")
+		return a.metric("stackvps_scheduler_leadership_acquired_total", nil) + b.metric("stackvps_scheduler_leadership_acquired_total", nil)
 	}
 	require.Equal(t, 1.0, acquired())
 
@@ -99,17 +99,4 @@ func TestLeaderStepsDownIntegration(t *testing.T) {
 		FROM scheduler_runs r WHERE r.job = 'tick' AND r.status <> 'running'`).Scan(&mismatched, &retried))
 	require.Zero(t, mismatched, "each attempt of each period ran once")
 	require.LessOrEqual(t, retried, 1, "at most the interrupted period was retried")
-}
-
-func testutilCounterPlain(r *replica, name string) float64 {
-	mfs, err := r.reg.Gather()
-	if err != nil {
-		return -1
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
 }

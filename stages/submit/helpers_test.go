@@ -271,24 +271,3 @@ func newMeanConfig(point string) store.NewConfig {
 		Credentials: &compliance.Credentials{Username: rut("20999888"), Password: "clave"},
 		StartDate:   time.Now().Add(-48 * time.Hour)}
 }
-
-// counterValue returns the counter name of reg whose label has value (0 when
-// there is none yet).
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}

@@ -152,7 +152,7 @@ func TestKafkaIntegration(t *testing.T) {
 	// Two passes of the DGA leader over its due slots: the second began
 	// after the correction was recorded, and would have sent it.
 	passes := func() float64 {
-		return counterValue(t, reg, "stackvps_submit_passes_total", "source", compliance.SourceDGASubterraneas)
+		return testenv.Metric(t, reg, "stackvps_submit_passes_total", map[string]string{"source": compliance.SourceDGASubterraneas})
 	}
 	base := passes()
 	eventually(t, 30*time.Second, "two passes over the due slots", func() (bool, string) {
