@@ -260,6 +260,14 @@ type RefresherConfig struct {
 // raw retention horizon are clipped: recomputing a bucket whose raw readings
 // were dropped would erase it.
 //
+// On plain PostgreSQL the rollups are views over a materialized table
+// before a watermark and live aggregation from it on (migration 0011), as
+// TimescaleDB's real-time continuous aggregates are. There a pass refreshes
+// only the pending ranges before each rollup's watermark (late readings),
+// then moves the watermarks up to the last minute that ended a few seconds
+// ago (settle), materializing the buckets that closed since: a minute is
+// computed from raw readings once, not once per pass while it is open.
+//
 // A failed refresh keeps its ranges (and their invalidation rows) and is
 // retried after the delay, doubling up to a minute. On plain PostgreSQL the
 // refresher also applies raw retention every RetentionInterval.
@@ -430,12 +438,14 @@ func (r *Refresher) Run(ctx context.Context) error {
 
 // restPerPass is how long the refresher rests after a pass, in multiples of
 // the pass's duration, before a touch may start the next one: refreshing
-// takes at most 1/(1+restPerPass) of the time. A pass recomputes the open
-// buckets (the current minute, from raw readings) whole, so under a heavy
-// stream a pass every rollups.refresh_delay would re-aggregate the same
-// minute of readings over and over and compete with the sink's COPY for the
-// database (LESSONS §11: a refresh cadence shorter than the refresh is a
-// refresh storm). Under load the rollups' freshness (the
+// takes at most 1/(1+restPerPass) of the time. On TimescaleDB a pass
+// recomputes the open buckets (the current minute, from raw readings)
+// whole, so under a heavy stream a pass every rollups.refresh_delay would
+// re-aggregate the same minute of readings over and over and compete with
+// the sink's COPY for the database (LESSONS §11: a refresh cadence shorter
+// than the refresh is a refresh storm); on plain PostgreSQL passes never
+// recompute an open bucket, but a backlog of late readings can still make
+// one long. Under load the rollups' freshness (the
 // stackvps_rollups_freshness_seconds gauges) degrades gracefully instead.
 const restPerPass = 3
 
@@ -482,8 +492,19 @@ func (r *Refresher) Pass(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		var wm [3]time.Time
+		if r.mode == ModePostgres {
+			if wm, err = r.watermarks(ctx, conn.Conn()); err != nil {
+				return err
+			}
+		}
 		for _, ru := range Rollups() {
-			if err := r.refreshRollup(ctx, conn.Conn(), ru); err != nil {
+			if err := r.refreshRollup(ctx, conn.Conn(), ru, wm[ru.index()]); err != nil {
+				return err
+			}
+		}
+		if r.mode == ModePostgres {
+			if err := r.advance(ctx, conn.Conn(), wm[Rollup1m.index()]); err != nil {
 				return err
 			}
 		}
@@ -586,11 +607,17 @@ func (r *Refresher) horizon(ru Rollup) time.Time {
 }
 
 // refreshRollup refreshes every pending range of ru, piece by piece, and
-// removes each piece from the pending set once it is done.
-func (r *Refresher) refreshRollup(ctx context.Context, conn *pgx.Conn, ru Rollup) error {
+// removes each piece from the pending set once it is done. On plain
+// PostgreSQL only the ranges before ru's watermark wm are refreshed (late
+// readings); from wm on the view aggregates live, and advance materializes
+// those buckets when they close.
+func (r *Refresher) refreshRollup(ctx context.Context, conn *pgx.Conn, ru Rollup, wm time.Time) error {
 	i := ru.index()
 	set := &r.pending[i]
 	defer func() { r.met.pending.WithLabelValues(string(ru)).Set(float64(set.len())) }()
+	if !wm.IsZero() {
+		set.remove(timeRange{wm, maxTime})
+	}
 	if h := r.horizon(ru); !h.IsZero() {
 		for _, x := range set.rs {
 			if x.from.Before(h) {
@@ -615,6 +642,96 @@ func (r *Refresher) refreshRollup(ctx context.Context, conn *pgx.Conn, ru Rollup
 	return nil
 }
 
+// maxTime is after every reading's time.
+var maxTime = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// settle is how long after a minute ends the refresher waits before it
+// materializes it (plain PostgreSQL): readings of that minute still in the
+// pipeline then mostly arrive before, not as late readings that cost a
+// second refresh of the minute.
+func (r *Refresher) settle() time.Duration { return max(r.delay, 5*time.Second) }
+
+// watermarks reads the rollups' watermarks (plain PostgreSQL).
+func (r *Refresher) watermarks(ctx context.Context, conn *pgx.Conn) ([3]time.Time, error) {
+	var wm [3]time.Time
+	rows, err := conn.Query(ctx, `SELECT rollup, watermark FROM rollup_watermarks`)
+	if err != nil {
+		return wm, fmt.Errorf("reading rollup watermarks: %w", err)
+	}
+	var ru string
+	var t time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&ru, &t}, func() error {
+		wm[Rollup(ru).index()] = t
+		return nil
+	}); err != nil {
+		return wm, fmt.Errorf("reading rollup watermarks: %w", err)
+	}
+	for _, ru := range Rollups() {
+		if wm[ru.index()].IsZero() {
+			return wm, fmt.Errorf("rollup_watermarks has no row for %s", ru)
+		}
+	}
+	return wm, nil
+}
+
+// advance moves the watermarks (plain PostgreSQL) up to the last minute
+// that ended settle ago, materializing the buckets that closed since the
+// last pass (stackvps_advance_rollups), in pieces of at most a day of
+// minutes so that catching up after an outage is done in bounded
+// transactions. from is the 1m watermark read at the start of the pass.
+func (r *Refresher) advance(ctx context.Context, conn *pgx.Conn, from time.Time) error {
+	target := r.now().Add(-r.settle()).Truncate(time.Minute)
+	for from.Before(target) {
+		upto := target
+		if upto.Sub(from) > maxPiece[0] {
+			upto = from.Add(maxPiece[0])
+		}
+		start := r.now()
+		t0 := time.Now()
+		rows, err := conn.Query(ctx, `SELECT rollup, watermark, rows_changed FROM stackvps_advance_rollups($1)`, upto)
+		if err != nil {
+			r.met.errors.WithLabelValues(string(Rollup1m)).Inc()
+			return fmt.Errorf("advancing the rollup watermarks to %s: %w", upto.Format(time.RFC3339), err)
+		}
+		var ru string
+		var wm time.Time
+		var changed int64
+		_, err = pgx.ForEachRow(rows, []any{&ru, &wm, &changed}, func() error {
+			r.met.changed.WithLabelValues(ru).Add(float64(changed))
+			r.markFresh(Rollup(ru), wm, start)
+			if Rollup(ru) == Rollup1m {
+				from = wm
+			}
+			return nil
+		})
+		if err != nil {
+			r.met.errors.WithLabelValues(string(Rollup1m)).Inc()
+			return fmt.Errorf("advancing the rollup watermarks to %s: %w", upto.Format(time.RFC3339), err)
+		}
+		r.met.advances.Inc()
+		r.met.advanceSeconds.Observe(time.Since(t0).Seconds())
+		r.log.Debug("rollup watermarks advanced", "to", upto, "duration_ms", time.Since(t0).Milliseconds())
+		if from.Before(upto.Truncate(time.Minute)) {
+			return fmt.Errorf("advancing the rollup watermarks to %s: the 1m watermark stayed at %s", upto.Format(time.RFC3339), from.Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// markFresh records that ru is fresh up to end (capped at start, the time
+// the refresh began).
+func (r *Refresher) markFresh(ru Rollup, end, start time.Time) {
+	if end.After(start) {
+		end = start
+	}
+	r.freshMu.Lock()
+	if !r.lastRuns[ru.index()] || end.After(r.lastEnd[ru.index()]) {
+		r.lastEnd[ru.index()] = end
+		r.lastRuns[ru.index()] = true
+	}
+	r.freshMu.Unlock()
+}
+
 // refresh recomputes the buckets of ru in the aligned range x.
 func (r *Refresher) refresh(ctx context.Context, conn *pgx.Conn, ru Rollup, x timeRange) error {
 	start := r.now()
@@ -633,16 +750,7 @@ func (r *Refresher) refresh(ctx context.Context, conn *pgx.Conn, ru Rollup, x ti
 	r.met.seconds.WithLabelValues(string(ru)).Observe(time.Since(t0).Seconds())
 	r.met.refreshes.WithLabelValues(string(ru)).Inc()
 	r.met.changed.WithLabelValues(string(ru)).Add(float64(changed))
-	end := x.to
-	if end.After(start) {
-		end = start
-	}
-	r.freshMu.Lock()
-	if !r.lastRuns[ru.index()] || end.After(r.lastEnd[ru.index()]) {
-		r.lastEnd[ru.index()] = end
-		r.lastRuns[ru.index()] = true
-	}
-	r.freshMu.Unlock()
+	r.markFresh(ru, x.to, start)
 	r.log.Debug("rollup refreshed", "rollup", ru.Table(), "from", x.from, "to", x.to, "rows_changed", changed,
 		"duration_ms", time.Since(t0).Milliseconds())
 	return nil
@@ -663,6 +771,8 @@ type rollupMetrics struct {
 	seconds                             *prometheus.HistogramVec
 	refreshes, errors, skipped, changed *prometheus.CounterVec
 	pending                             *prometheus.GaugeVec
+	advances                            prometheus.Counter
+	advanceSeconds                      prometheus.Histogram
 }
 
 func newRollupMetrics(reg prometheus.Registerer) (*rollupMetrics, error) {
@@ -682,8 +792,13 @@ func newRollupMetrics(reg prometheus.Registerer) (*rollupMetrics, error) {
 			Name: "rows_changed_total", Help: "Rollup rows inserted, updated or deleted by refreshes (plain PostgreSQL only)."}, l),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "pending_ranges", Help: "Ranges of a rollup waiting to be refreshed."}, l),
+		advances: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "advances_total", Help: "Moves of the rollup watermarks that materialized closed buckets (plain PostgreSQL only)."}),
+		advanceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "advance_seconds", Help: "Time to move the rollup watermarks, materializing the buckets that closed (plain PostgreSQL only).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18)}),
 	}
-	for _, c := range []prometheus.Collector{m.seconds, m.refreshes, m.errors, m.skipped, m.changed, m.pending} {
+	for _, c := range []prometheus.Collector{m.seconds, m.refreshes, m.errors, m.skipped, m.changed, m.pending, m.advances, m.advanceSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering rollup metrics: %w", err)
 		}
@@ -694,7 +809,7 @@ func newRollupMetrics(reg prometheus.Registerer) (*rollupMetrics, error) {
 func (m *rollupMetrics) registerFreshness(reg prometheus.Registerer, ru Rollup, f func() float64) error {
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "stackvps", Subsystem: "rollups",
 		Name: "freshness_seconds", ConstLabels: prometheus.Labels{"rollup": string(ru)},
-		Help: "Now minus the end of the latest range refreshed into the rollup (capped at the time of that refresh); NaN before the first refresh."}, f)
+		Help: "Now minus the end of the latest range refreshed into the rollup (capped at the time of that refresh); on plain PostgreSQL the end of the materialized part (the watermark), past which the rollup aggregates live. NaN before the first refresh."}, f)
 	if err := reg.Register(g); err != nil {
 		return fmt.Errorf("registering rollup metrics: %w", err)
 	}
@@ -775,13 +890,26 @@ func SetDayTimezone(ctx context.Context, pool *pgxpool.Pool, zone string, log *s
 			if _, err := tx.Exec(ctx, `UPDATE rollup_settings SET day_timezone = $1, updated_at = now()`, zone); err != nil {
 				return fmt.Errorf("writing rollup_settings: %w", err)
 			}
-			if _, err := tx.Exec(ctx, `DELETE FROM readings_1d`); err != nil {
-				return fmt.Errorf("emptying readings_1d: %w", err)
+			// The watermark rows are locked first, so a refresher's
+			// advance (which locks them too) runs wholly before or after.
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM rollup_watermarks FOR UPDATE`); err != nil {
+				return fmt.Errorf("locking rollup_watermarks: %w", err)
 			}
-			// From readings_1h or readings_1m (migration 0010), over the
-			// days of the raw readings: the check above refuses the change
-			// when readings_1d has days before them.
-			if _, err := tx.Exec(ctx, `SELECT stackvps_refresh_rollup('1d', min(time), max(time) + interval '1 microsecond') FROM readings`); err != nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM readings_1d_materialized`); err != nil {
+				return fmt.Errorf("emptying readings_1d_materialized: %w", err)
+			}
+			// The 1d watermark moves to the new zone's last midnight at or
+			// before the 1h watermark; the view aggregates live after it.
+			if _, err := tx.Exec(ctx, `UPDATE rollup_watermarks
+				SET watermark = stackvps_rollup_day_floor((SELECT watermark FROM rollup_watermarks WHERE rollup = '1h'), $1), updated_at = now()
+				WHERE rollup = '1d'`, zone); err != nil {
+				return fmt.Errorf("moving the readings_1d watermark: %w", err)
+			}
+			// From readings_1h or readings_1m (migrations 0010 and 0011),
+			// over the days of the raw readings before the watermark: the
+			// check above refuses the change when readings_1d has days
+			// before them.
+			if _, err := tx.Exec(ctx, `SELECT stackvps_refresh_rollup('1d', min(time), stackvps_rollup_watermark('1d')) FROM readings`); err != nil {
 				return fmt.Errorf("rebuilding readings_1d in %s: %w", zone, err)
 			}
 		}

@@ -156,18 +156,18 @@ func TestRollupsDaySourceIntegration(t *testing.T) {
 		from, to string
 		want     string
 	}{
-		{"America/Santiago", "2026-04-03 00:00-03", "2026-04-07 00:00-04", "readings_1h"}, // DST ends
-		{"America/Santiago", "2026-09-04 00:00-04", "2026-09-08 00:00-03", "readings_1h"}, // DST starts
-		{"America/Santiago", "2026-01-01 00:00-03", "2026-12-31 00:00-03", "readings_1h"},
-		{"Europe/Madrid", "2026-03-27 00:00+01", "2026-03-31 00:00+02", "readings_1h"},
-		{"UTC", "2026-03-27 00:00Z", "2026-03-31 00:00Z", "readings_1h"},
-		{"Asia/Kolkata", "2026-05-17 00:00+05:30", "2026-05-18 00:00+05:30", "readings_1m"},
-		{"Asia/Kathmandu", "2026-05-17 00:00+05:45", "2026-05-18 00:00+05:45", "readings_1m"},
-		{"Australia/Lord_Howe", "2026-04-03 00:00+11", "2026-04-07 00:00+10:30", "readings_1m"},
+		{"America/Santiago", "2026-04-03 00:00-03", "2026-04-07 00:00-04", "readings_1h_materialized"}, // DST ends
+		{"America/Santiago", "2026-09-04 00:00-04", "2026-09-08 00:00-03", "readings_1h_materialized"}, // DST starts
+		{"America/Santiago", "2026-01-01 00:00-03", "2026-12-31 00:00-03", "readings_1h_materialized"},
+		{"Europe/Madrid", "2026-03-27 00:00+01", "2026-03-31 00:00+02", "readings_1h_materialized"},
+		{"UTC", "2026-03-27 00:00Z", "2026-03-31 00:00Z", "readings_1h_materialized"},
+		{"Asia/Kolkata", "2026-05-17 00:00+05:30", "2026-05-18 00:00+05:30", "readings_1m_materialized"},
+		{"Asia/Kathmandu", "2026-05-17 00:00+05:45", "2026-05-18 00:00+05:45", "readings_1m_materialized"},
+		{"Australia/Lord_Howe", "2026-04-03 00:00+11", "2026-04-07 00:00+10:30", "readings_1m_materialized"},
 		{"Asia/Kathmandu", "1919-06-10 00:00+05:41:16", "1919-06-11 00:00+05:41:16", "readings"},
 		{"America/Santiago", "1889-06-10 00:00-04:42:45", "1889-06-11 00:00-04:42:45", "readings"},
 		{"Africa/Monrovia", "1971-06-10 00:00-00:44:30", "1971-06-11 00:00-00:44:30", "readings"},
-		{"Africa/Monrovia", "1972-06-10 00:00Z", "1972-06-11 00:00Z", "readings_1h"},
+		{"Africa/Monrovia", "1972-06-10 00:00Z", "1972-06-11 00:00Z", "readings_1h_materialized"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.zone+"/"+tc.from, func(t *testing.T) {

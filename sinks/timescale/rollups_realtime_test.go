@@ -1,0 +1,153 @@
+package timescale_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackvps/stackvps/config"
+	"github.com/stackvps/stackvps/internal/testenv"
+	"github.com/stackvps/stackvps/sinks/timescale"
+)
+
+// TestRollupsRealTimeIntegration: on plain PostgreSQL readings_1m, _1h and
+// _1d are views that aggregate live past their watermarks (migration 0011),
+// so readings of the open minute, hour and day show at once, before any
+// pass; a pass materializes a bucket once, after it closed, and never
+// recomputes the open one; late readings below a watermark are refreshed as
+// before.
+func TestRollupsRealTimeIntegration(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	setClock := func(at time.Time) { clock.Store(at.UnixNano()) }
+	e := newRollupEnvAt(t, nil, func() time.Time { return time.Unix(0, clock.Load()).UTC() })
+	if e.mode != timescale.ModePostgres {
+		t.Skip("plain PostgreSQL only: on TimescaleDB real-time aggregation is the extension's (materialized_only = false), and requireRollupsMatch checks the materialized part there")
+	}
+	ctx := context.Background()
+	zone := e.cfg.DayTimezone
+	settle := max(e.cfg.RefreshDelay.Std(), 5*time.Second)
+	wm := e.watermark(t, timescale.Rollup1m) // the current minute, set by the migration
+	counters := func() (advances, refreshes1m float64) {
+		return testenv.Metric(t, e.reg, "stackvps_rollups_advances_total", nil),
+			e.metric(t, "stackvps_rollups_refreshes_total", timescale.Rollup1m)
+	}
+	materializedFrom := func(ru timescale.Rollup, from time.Time) int {
+		var n int
+		require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM `+e.materialization(t, ru)+` WHERE bucket >= $1`, from).Scan(&n))
+		return n
+	}
+	readings := func(minute time.Time, value float64) []timescale.Row {
+		var rows []timescale.Row
+		for _, p := range []string{"P1", "P2", "P3"} {
+			for _, v := range []string{"flow", "level"} {
+				for s := 5; s < 60; s += 20 {
+					rows = append(rows, timescale.Row{Time: minute.Add(time.Duration(s) * time.Second), Point: p, Variable: v,
+						Value: value + float64(s), Device: "dev-" + p})
+				}
+			}
+		}
+		return rows
+	}
+
+	// Readings of the open minute and the next: in the rollups before any
+	// pass.
+	e.write(t, append(readings(wm, 10), readings(wm.Add(time.Minute), 20)...))
+	e.requireRollupsMatch(t, zone)
+
+	// A pass inside the open minute refreshes nothing.
+	setClock(wm.Add(30 * time.Second))
+	e.pass(t)
+	adv, ref := counters()
+	require.Zero(t, adv, "no minute closed yet")
+	require.Zero(t, ref, "the open minute is not recomputed")
+	require.Zero(t, materializedFrom(timescale.Rollup1m, wm))
+
+	// The first minute closes: one advance materializes it.
+	setClock(wm.Add(time.Minute + settle + time.Second))
+	e.pass(t)
+	require.Equal(t, wm.Add(time.Minute), e.watermark(t, timescale.Rollup1m))
+	adv, ref = counters()
+	require.Equal(t, 1.0, adv)
+	require.Zero(t, ref)
+	require.Equal(t, 6, materializedFrom(timescale.Rollup1m, wm), "the closed minute's 6 series")
+	e.requireRollupsMatch(t, zone)
+
+	// More readings of the open minute: passes recompute nothing, the
+	// views show them.
+	e.write(t, readings(wm.Add(time.Minute+time.Second), 30))
+	e.pass(t)
+	e.pass(t)
+	adv, ref = counters()
+	require.Equal(t, 1.0, adv)
+	require.Zero(t, ref)
+	e.requireRollupsMatch(t, zone)
+
+	// A late reading in the materialized minute is refreshed, once.
+	e.write(t, []timescale.Row{{Time: wm.Add(59 * time.Second), Point: "P1", Variable: "flow", Value: -5, Device: "dev-P1"}})
+	e.pass(t)
+	_, ref = counters()
+	require.Equal(t, 1.0, ref)
+	e.requireRollupsMatch(t, zone)
+
+	// After the local day ends, its hours and the day are materialized too,
+	// advanced in pieces of at most a day of minutes.
+	_, dayEnd := timescale.DayBucket(zone, wm)
+	setClock(dayEnd.Add(time.Hour + settle + time.Second))
+	e.pass(t)
+	require.Equal(t, dayEnd.Add(time.Hour).Truncate(time.Hour), e.watermark(t, timescale.Rollup1h))
+	require.Equal(t, dayEnd.UTC(), e.watermark(t, timescale.Rollup1d))
+	e.requireRollupsMatch(t, zone) // every reading is below the watermarks now
+	for _, ru := range timescale.Rollups() {
+		require.NotZero(t, materializedFrom(ru, wm.Add(-24*time.Hour)), "%s materialized", ru)
+	}
+	require.LessOrEqual(t, e.metric(t, "stackvps_rollups_freshness_seconds", timescale.Rollup1m), (time.Minute + settle + time.Second).Seconds(),
+		"freshness follows the watermark")
+}
+
+// TestRollupsRealTimeDaysIntegration: the live part of readings_1d (from
+// the 1d watermark, the last local midnight) is exact in zones whose days
+// start on a whole UTC hour, where it reads readings_1h, and in zones whose
+// days do not, where it reads the minutes of the hour that holds midnight.
+// Readings lie on both sides of that midnight (the day before is
+// materialized, the day after live), and in the open minute.
+func TestRollupsRealTimeDaysIntegration(t *testing.T) {
+	for _, zone := range []string{"America/Santiago", "Asia/Kolkata", "Asia/Kathmandu"} {
+		t.Run(zone, func(t *testing.T) {
+			e := newRollupEnv(t, func(r *config.Rollups) { r.DayTimezone = zone })
+			if e.mode != timescale.ModePostgres {
+				t.Skip("plain PostgreSQL only: on TimescaleDB real-time aggregation is the extension's")
+			}
+			day := e.watermark(t, timescale.Rollup1d)
+			start, _ := timescale.DayBucket(zone, day)
+			require.Equal(t, start, day, "the 1d watermark is a local midnight")
+			require.False(t, day.After(e.watermark(t, timescale.Rollup1h)), "and not after the 1h watermark")
+			var rows []timescale.Row
+			for i := -45; i < 45; i += 4 {
+				for _, p := range []string{"P1", "P2"} {
+					rows = append(rows, timescale.Row{Time: day.Add(time.Duration(i)*time.Minute + 17*time.Second), Point: p, Variable: "flow",
+						Value: float64(i*i%97) + 0.25, Device: "dev-" + p})
+				}
+			}
+			now := time.Now()
+			rows = append(rows, timescale.Row{Time: now, Point: "P1", Variable: "flow", Value: 42, Device: "dev-P1"})
+			e.write(t, rows)
+			e.pass(t)
+			e.requireRollupsMatch(t, zone)
+			want := 0
+			for k := range expected(t, e.pool, timescale.Rollup1d, zone) {
+				if !k.Bucket.Before(day) {
+					want++
+				}
+			}
+			var live int
+			require.NoError(t, e.pool.QueryRow(context.Background(),
+				`SELECT count(*) FROM readings_1d WHERE bucket >= stackvps_rollup_watermark('1d')`).Scan(&live))
+			require.GreaterOrEqual(t, live, 2, "P1 and P2 after midnight are live")
+			require.Equal(t, want, live)
+		})
+	}
+}
