@@ -1175,9 +1175,10 @@ func stageStats(a, b map[string]map[string]float64, ages bool) []string {
 	}
 }
 
-// rollupStats summarizes the sink's rollup refreshes in a phase: how many
-// ranges of each rollup were refreshed and the time the database spent on
-// them (each refresh recomputes its buckets from the raw readings).
+// rollupStats summarizes the sink's rollup work in a phase: how many ranges
+// of each rollup were refreshed (late readings, below the watermarks) and
+// the time the database spent on them, and on plain PostgreSQL the
+// watermark advances that materialized the buckets that closed.
 func rollupStats(delta func(stage, name string) float64) string {
 	parts := make([]string, 0, 3)
 	for _, r := range []string{"1m", "1h", "1d"} {
@@ -1189,7 +1190,12 @@ func rollupStats(delta func(stage, name string) float64) string {
 		}
 		parts = append(parts, fmt.Sprintf("%s %.0f x %.0f ms = %.1f s", r, n, mean, sum))
 	}
-	return "rollups:   refreshes " + strings.Join(parts, ", ")
+	n, sum := delta("sink", "stackvps_rollups_advance_seconds_count"), delta("sink", "stackvps_rollups_advance_seconds_sum")
+	mean := 0.0
+	if n > 0 {
+		mean = 1000 * sum / n
+	}
+	return fmt.Sprintf("rollups:   refreshes %s; advances %.0f x %.0f ms = %.1f s", strings.Join(parts, ", "), n, mean, sum)
 }
 
 // loadName names a fraction of the maximum rate.
