@@ -260,13 +260,18 @@ type RefresherConfig struct {
 // raw retention horizon are clipped: recomputing a bucket whose raw readings
 // were dropped would erase it.
 //
-// On plain PostgreSQL the rollups are views over a materialized table
-// before a watermark and live aggregation from it on (migration 0011), as
-// TimescaleDB's real-time continuous aggregates are. There a pass refreshes
-// only the pending ranges before each rollup's watermark (late readings),
-// then moves the watermarks up to the last minute that ended a few seconds
-// ago (settle), materializing the buckets that closed since: a minute is
-// computed from raw readings once, not once per pass while it is open.
+// A pass never refreshes an open bucket: the rollups aggregate their open
+// buckets at query time, TimescaleDB's continuous aggregates with
+// real-time aggregation, and on plain PostgreSQL views over a materialized
+// table before a watermark and live aggregation from it on (migration
+// 0011). On TimescaleDB a pass refreshes the pending ranges of the buckets
+// that closed settle ago and writes the rest back to rollup_invalidations
+// (settleHeld). On plain PostgreSQL it refreshes the pending ranges before
+// each rollup's watermark (late readings), then moves the watermarks up to
+// the last minute that ended settle ago, materializing the buckets that
+// closed since (advance). Either way a minute is computed from raw
+// readings once, and again only if late readings touch it, not once per
+// pass while it is open.
 //
 // A failed refresh keeps its ranges (and their invalidation rows) and is
 // retried after the delay, doubling up to a minute. On plain PostgreSQL the
@@ -438,15 +443,14 @@ func (r *Refresher) Run(ctx context.Context) error {
 
 // restPerPass is how long the refresher rests after a pass, in multiples of
 // the pass's duration, before a touch may start the next one: refreshing
-// takes at most 1/(1+restPerPass) of the time. On TimescaleDB a pass
-// recomputes the open buckets (the current minute, from raw readings)
-// whole, so under a heavy stream a pass every rollups.refresh_delay would
-// re-aggregate the same minute of readings over and over and compete with
-// the sink's COPY for the database (LESSONS §11: a refresh cadence shorter
-// than the refresh is a refresh storm); on plain PostgreSQL passes never
-// recompute an open bucket, but a backlog of late readings can still make
-// one long. Under load the rollups' freshness (the
-// stackvps_rollups_freshness_seconds gauges) degrades gracefully instead.
+// takes at most 1/(1+restPerPass) of the time. Passes no longer recompute
+// the open buckets (they did, whole, on every pass, and under a heavy
+// stream re-aggregated the same minute of readings over and over: LESSONS
+// §11, a refresh cadence shorter than the refresh is a refresh storm), but
+// a backlog of late readings or a catch-up after an outage can still make
+// one long, and it must not compete with the sink's COPY for the database.
+// Under load the rollups' freshness (the stackvps_rollups_freshness_seconds
+// gauges) degrades gracefully instead.
 const restPerPass = 3
 
 // passDelay is how long to wait, after a touch, before the next pass: the
@@ -492,27 +496,35 @@ func (r *Refresher) Pass(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var wm [3]time.Time
+		// The buckets a pass refreshes end before limit: on plain
+		// PostgreSQL the watermarks (the views aggregate live from them),
+		// on TimescaleDB the buckets that closed settle ago (real-time
+		// aggregation shows the open ones).
+		var limit [3]time.Time
 		if r.mode == ModePostgres {
-			if wm, err = r.watermarks(ctx, conn.Conn()); err != nil {
+			if limit, err = r.watermarks(ctx, conn.Conn()); err != nil {
 				return err
 			}
+		} else {
+			limit = r.cutoffs()
 		}
 		for _, ru := range Rollups() {
-			if err := r.refreshRollup(ctx, conn.Conn(), ru, wm[ru.index()]); err != nil {
+			if err := r.refreshRollup(ctx, conn.Conn(), ru, limit[ru.index()]); err != nil {
 				return err
 			}
 		}
 		if r.mode == ModePostgres {
-			if err := r.advance(ctx, conn.Conn(), wm[Rollup1m.index()]); err != nil {
+			// What is pending from the watermarks on is live, and the
+			// advance materializes it when it closes.
+			for _, ru := range Rollups() {
+				r.pending[ru.index()].remove(timeRange{limit[ru.index()], maxTime})
+			}
+			if err := r.advance(ctx, conn.Conn(), limit[Rollup1m.index()]); err != nil {
 				return err
 			}
 		}
-		if len(r.held) > 0 {
-			if _, err := conn.Exec(ctx, `DELETE FROM rollup_invalidations WHERE id = ANY($1)`, r.held); err != nil {
-				return fmt.Errorf("deleting refreshed rollup invalidations: %w", err)
-			}
-			r.held = nil
+		if err := r.settleHeld(ctx, conn.Conn()); err != nil {
+			return err
 		}
 		if read < maxInvalidationRows {
 			return nil
@@ -606,18 +618,13 @@ func (r *Refresher) horizon(ru Rollup) time.Time {
 	return r.b.ceil(ru, r.now().Add(-r.retention))
 }
 
-// refreshRollup refreshes every pending range of ru, piece by piece, and
-// removes each piece from the pending set once it is done. On plain
-// PostgreSQL only the ranges before ru's watermark wm are refreshed (late
-// readings); from wm on the view aggregates live, and advance materializes
-// those buckets when they close.
-func (r *Refresher) refreshRollup(ctx context.Context, conn *pgx.Conn, ru Rollup, wm time.Time) error {
+// refreshRollup refreshes every pending range of ru before limit (a bucket
+// boundary of ru), piece by piece, and removes each piece from the pending
+// set once it is done; what is pending from limit on stays.
+func (r *Refresher) refreshRollup(ctx context.Context, conn *pgx.Conn, ru Rollup, limit time.Time) error {
 	i := ru.index()
 	set := &r.pending[i]
 	defer func() { r.met.pending.WithLabelValues(string(ru)).Set(float64(set.len())) }()
-	if !wm.IsZero() {
-		set.remove(timeRange{wm, maxTime})
-	}
 	if h := r.horizon(ru); !h.IsZero() {
 		for _, x := range set.rs {
 			if x.from.Before(h) {
@@ -628,11 +635,13 @@ func (r *Refresher) refreshRollup(ctx context.Context, conn *pgx.Conn, ru Rollup
 		}
 		set.remove(timeRange{time.Time{}, h})
 	}
-	for set.len() > 0 {
-		x := set.rs[0]
-		piece := x
+	for set.len() > 0 && set.rs[0].from.Before(limit) {
+		piece := set.rs[0]
 		if piece.to.Sub(piece.from) > maxPiece[i] {
 			piece.to = r.b.ceil(ru, piece.from.Add(maxPiece[i]))
+		}
+		if piece.to.After(limit) {
+			piece.to = limit
 		}
 		if err := r.refresh(ctx, conn, ru, piece); err != nil {
 			return err
@@ -644,6 +653,64 @@ func (r *Refresher) refreshRollup(ctx context.Context, conn *pgx.Conn, ru Rollup
 
 // maxTime is after every reading's time.
 var maxTime = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// cutoffs returns, per rollup, the start of its first bucket that had not
+// closed settle ago: the minute, the hour of that minute, and the last local
+// midnight at or before that hour (where midnight happens twice the day's
+// bucket starts at the second, after the first 00:xx; the day before is
+// taken then).
+func (r *Refresher) cutoffs() [3]time.Time {
+	m := r.now().Add(-r.settle()).Truncate(time.Minute)
+	h := m.Truncate(time.Hour)
+	d := r.b.floor(Rollup1d, h)
+	for d.After(h) {
+		d = r.b.floor(Rollup1d, d.Add(-3*time.Hour))
+	}
+	return [3]time.Time{m.UTC(), h.UTC(), d.UTC()}
+}
+
+// settleHeld deletes the invalidation rows the pass took, once their ranges
+// are refreshed. On TimescaleDB the ranges still pending (open buckets,
+// refreshed once they close) are written back first, one row per range and
+// rollup, in the same transaction, so a crash loses none and the table
+// stays small however long a day stays open; they are read back by the
+// next pass.
+func (r *Refresher) settleHeld(ctx context.Context, conn *pgx.Conn) error {
+	deferred := r.mode == ModeTimescale && (r.pending[0].len() > 0 || r.pending[1].len() > 0 || r.pending[2].len() > 0)
+	if len(r.held) == 0 && !deferred {
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if deferred {
+			for _, ru := range Rollups() {
+				for _, x := range r.pending[ru.index()].rs {
+					if _, err := tx.Exec(ctx, `INSERT INTO rollup_invalidations (rollup, from_ts, to_ts) VALUES ($1, $2, $3)`,
+						string(ru), x.from, x.to); err != nil {
+						return fmt.Errorf("writing back pending rollup ranges: %w", err)
+					}
+				}
+			}
+		}
+		if len(r.held) > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM rollup_invalidations WHERE id = ANY($1)`, r.held); err != nil {
+				return fmt.Errorf("deleting refreshed rollup invalidations: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.held = nil
+	if deferred {
+		// Still pending, in rollup_invalidations now: the gauges keep
+		// counting them.
+		for _, ru := range Rollups() {
+			r.pending[ru.index()].rs = nil
+		}
+	}
+	return nil
+}
 
 // settle is how long after a minute ends the refresher waits before it
 // materializes it (plain PostgreSQL): readings of that minute still in the

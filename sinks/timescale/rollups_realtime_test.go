@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackvps/stackvps/config"
@@ -150,4 +151,67 @@ func TestRollupsRealTimeDaysIntegration(t *testing.T) {
 			require.Equal(t, want, live)
 		})
 	}
+}
+
+// TestRollupsOpenBucketsTimescaleIntegration: on TimescaleDB a pass leaves
+// the open buckets to real-time aggregation and materializes them once
+// they closed settle ago; the ranges it leaves pending are written back to
+// rollup_invalidations, so a refresher that starts over (a crash, a
+// restart) still materializes them.
+func TestRollupsOpenBucketsTimescaleIntegration(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	setClock := func(at time.Time) { clock.Store(at.UnixNano()) }
+	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	e := newRollupEnvAt(t, nil, now)
+	if e.mode != timescale.ModeTimescale {
+		t.Skip("TimescaleDB only (the extension is not installed here): on plain PostgreSQL TestRollupsRealTimeIntegration covers the open buckets")
+	}
+	ctx := context.Background()
+	zone := e.cfg.DayTimezone
+	settle := max(e.cfg.RefreshDelay.Std(), 5*time.Second)
+	minute := time.Now().UTC().Truncate(time.Minute)
+	var rows []timescale.Row
+	for _, p := range []string{"P1", "P2"} {
+		for s := 5; s < 120; s += 10 {
+			rows = append(rows, timescale.Row{Time: minute.Add(time.Duration(s) * time.Second), Point: p, Variable: "flow",
+				Value: float64(s), Device: "dev-" + p})
+		}
+	}
+	e.write(t, rows)
+	materialized := func(ru timescale.Rollup) int { return len(e.materializedOnly(t, ru)) }
+
+	// Inside the open minute: nothing is materialized, the rollups show it.
+	setClock(minute.Add(30 * time.Second))
+	e.pass(t)
+	require.Zero(t, e.metric(t, "stackvps_rollups_refreshes_total", timescale.Rollup1m), "the open minute is not refreshed")
+	for _, ru := range timescale.Rollups() {
+		require.Zero(t, materialized(ru), "%s materialized nothing", ru)
+		requireSameAgg(t, expected(t, e.pool, ru, zone), stored(t, e.pool, ru), ru.Table()+" (real-time)")
+	}
+	var named int
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(DISTINCT rollup) FROM rollup_invalidations`).Scan(&named))
+	require.Equal(t, 3, named, "the ranges of every rollup, written back by name")
+
+	// A refresher that starts over, after the first minute closed: it
+	// finds the written-back ranges and materializes that minute alone.
+	reg := prometheus.NewRegistry()
+	r2, err := timescale.NewRefresher(ctx, e.pool, timescale.RefresherConfig{Rollups: e.cfg, Registerer: reg, Log: quiet, Now: now})
+	require.NoError(t, err)
+	setClock(minute.Add(time.Minute + settle + time.Second))
+	require.NoError(t, r2.Pass(ctx))
+	require.Equal(t, 1.0, gathered(t, reg, "stackvps_rollups_refreshes_total", timescale.Rollup1m))
+	require.Equal(t, 2, materialized(timescale.Rollup1m), "the closed minute of P1 and P2")
+	if minute.Add(time.Minute).Truncate(time.Hour).Equal(minute.Truncate(time.Hour)) {
+		require.Zero(t, materialized(timescale.Rollup1h), "the hour is open")
+	}
+
+	// Once the day closed, everything is materialized.
+	_, dayEnd := timescale.DayBucket(zone, minute.Add(2*time.Minute))
+	setClock(dayEnd.Add(time.Hour + settle + time.Second))
+	require.NoError(t, r2.Pass(ctx))
+	e.requireRollupsMatch(t, zone)
+	var waiting int
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM rollup_invalidations`).Scan(&waiting))
+	require.Zero(t, waiting)
 }
