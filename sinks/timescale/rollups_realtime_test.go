@@ -215,3 +215,53 @@ func TestRollupsOpenBucketsTimescaleIntegration(t *testing.T) {
 	require.NoError(t, e.pool.QueryRow(ctx, `SELECT count(*) FROM rollup_invalidations`).Scan(&waiting))
 	require.Zero(t, waiting)
 }
+
+// TestRollupsUpgradeTo0011Integration: a database whose rollups were
+// tables kept by the former refresher (migration 0010: every pass
+// recomputed the open minute too), with readings in the open minute the
+// last pass did not see, upgrades to views with watermarks, and the rollups
+// match the readings after the next pass; nothing below a watermark is
+// lost or counted twice.
+func TestRollupsUpgradeTo0011Integration(t *testing.T) {
+	pool := testenv.Postgres(t)
+	ctx := testenv.Context(t, time.Minute)
+	mode, err := timescale.MigrateTo(ctx, pool, 10)
+	require.NoError(t, err)
+	if mode != timescale.ModePostgres {
+		t.Skip("plain PostgreSQL only: migration 0011 changes nothing on TimescaleDB")
+	}
+	now := time.Now().UTC()
+	insert := func(from, to time.Time, step time.Duration, value float64) {
+		t.Helper()
+		_, err := pool.Exec(ctx, `INSERT INTO readings (time, point, variable, value)
+			SELECT t, p, 'flow', $4 + extract(epoch FROM t)::bigint % 97 FROM generate_series($1::timestamptz, $2::timestamptz, $3::interval) t,
+			unnest(ARRAY['P1', 'P2']) p`, from, to, step, value)
+		require.NoError(t, err)
+		_, err = pool.Exec(ctx, `INSERT INTO rollup_invalidations (from_ts, to_ts) VALUES ($1, $2)`, from, to.Add(time.Microsecond))
+		require.NoError(t, err)
+	}
+	// 90 minutes up to now, refreshed (open buckets included) as the old
+	// refresher did, in order.
+	insert(now.Add(-90*time.Minute), now, 20*time.Second, 0)
+	for _, ru := range timescale.Rollups() {
+		_, err := pool.Exec(ctx, `SELECT stackvps_refresh_rollup($1, $2, $3)`, string(ru), now.Add(-2*time.Hour), now.Add(time.Minute))
+		require.NoError(t, err)
+	}
+	_, err = pool.Exec(ctx, `DELETE FROM rollup_invalidations`)
+	require.NoError(t, err)
+	// Readings the last pass did not see, in the open minute and a late
+	// one an hour back: their invalidation rows wait.
+	insert(now.Add(time.Second), now.Add(20*time.Second), 7*time.Second, 1000)
+	insert(now.Add(-61*time.Minute-time.Second), now.Add(-61*time.Minute-time.Second), time.Second, 2000)
+
+	_, err = timescale.Migrate(ctx, pool, quiet)
+	require.NoError(t, err)
+	cfg := config.Default().Rollups
+	require.NoError(t, timescale.ApplyPolicies(ctx, pool, cfg, quiet))
+	reg := prometheus.NewRegistry()
+	r, err := timescale.NewRefresher(ctx, pool, timescale.RefresherConfig{Rollups: cfg, Registerer: reg, Log: quiet})
+	require.NoError(t, err)
+	require.NoError(t, r.Pass(ctx))
+	e := &rollupEnv{pool: pool, mode: mode, reg: reg, cfg: cfg}
+	e.requireRollupsMatch(t, cfg.DayTimezone)
+}
