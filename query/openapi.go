@@ -99,7 +99,8 @@ var opData = operation{
 	description: "Raw readings (`time, point, variable, value, quality`), or with `bucket` the rollups " +
 		"readings_1m/_1h/_1d (`bucket, point, variable, min, max, avg, last, count`; minutes and hours are UTC, " +
 		"days local to rollups.day_timezone). A row is in the range when its time (or its bucket's start) is in [from, to).\n\n" +
-		"Rows are ordered by point, variable, then time: the tables' primary key, so each page is one index range scan. " +
+		"Rows are ordered by point, variable, then time: the tables' primary key, so each page is one index range scan " +
+		"(for rollups, of their materialized part, plus the point's open buckets, aggregated at query time). " +
 		"Pagination is by keyset: when more rows follow, the response has a `Link: <...>; rel=\"next\"` header " +
 		"(and, in JSON, `next` and `next_cursor`; in Arrow, schema metadata `next` and `next_cursor`). " +
 		"Following next links reproduces the whole result exactly, without gaps or duplicates. The cursor is opaque " +
