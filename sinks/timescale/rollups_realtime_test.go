@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -264,4 +265,103 @@ func TestRollupsUpgradeTo0011Integration(t *testing.T) {
 	require.NoError(t, r.Pass(ctx))
 	e := &rollupEnv{pool: pool, mode: mode, reg: reg, cfg: cfg}
 	e.requireRollupsMatch(t, cfg.DayTimezone)
+}
+
+// TestRollupsRealTimeConcurrentIntegration: while the writer stores
+// readings and passes move the watermarks, every snapshot of the database
+// counts each reading exactly once in each rollup (plain PostgreSQL): the
+// views read the watermark and the materialized tables in one snapshot, and
+// an advance moves both in one transaction. The refresher's clock runs 100
+// times faster than the wall clock, over six minutes of it.
+func TestRollupsRealTimeConcurrentIntegration(t *testing.T) {
+	var clock atomic.Int64
+	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	e := newRollupEnvAt(t, func(r *config.Rollups) {
+		// settle = refresh_delay: 30 s of the fast clock, 300 ms of the
+		// wall clock, far more than a batch takes to commit, so no reading
+		// arrives late for a minute already materialized.
+		r.RefreshDelay = config.Duration(30 * time.Second)
+	}, now)
+	if e.mode != timescale.ModePostgres {
+		t.Skip("plain PostgreSQL only: on TimescaleDB real-time aggregation is the extension's")
+	}
+	start := e.watermark(t, timescale.Rollup1m).Add(10 * time.Second)
+	clock.Store(start.UnixNano())
+	end := start.Add(6 * time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 3)
+	done := make(chan struct{})
+	go func() { // the clock: 2 s every 20 ms
+		defer close(done)
+		for now().Before(end) {
+			time.Sleep(20 * time.Millisecond)
+			clock.Add(int64(2 * time.Second))
+		}
+	}()
+	go func() { // passes, as fast as they go
+		for {
+			select {
+			case <-done:
+				errs <- e.r.Pass(ctx)
+				return
+			default:
+			}
+			if err := e.r.Pass(ctx); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	var written atomic.Int64
+	go func() { // the writer: a batch of 4 readings at the clock's time
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				errs <- nil
+				return
+			default:
+			}
+			at := now().Add(time.Duration(i) * time.Microsecond)
+			var rows []timescale.Row
+			for _, p := range []string{"P1", "P2"} {
+				for _, v := range []string{"flow", "level"} {
+					rows = append(rows, timescale.Row{Time: at, Point: p, Variable: v, Value: float64(i % 50), Device: "dev-" + p})
+				}
+			}
+			if err := e.tryWrite(rows); err != nil {
+				errs <- err
+				return
+			}
+			written.Add(int64(len(rows)))
+		}
+	}()
+	checks := 0
+	for {
+		select {
+		case <-done:
+		default:
+			var raw, m, h, d int64
+			err := pgx.BeginTxFunc(ctx, e.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM readings),
+					(SELECT coalesce(sum(count), 0) FROM readings_1m),
+					(SELECT coalesce(sum(count), 0) FROM readings_1h),
+					(SELECT coalesce(sum(count), 0) FROM readings_1d)`).Scan(&raw, &m, &h, &d)
+			})
+			require.NoError(t, err)
+			require.Equal(t, []int64{raw, raw, raw}, []int64{m, h, d}, "readings counted once in 1m, 1h, 1d at %s", now())
+			checks++
+			continue
+		}
+		break
+	}
+	for range 2 {
+		require.NoError(t, <-errs)
+	}
+	e.pass(t)
+	t.Logf("%d snapshots checked, %d readings written over %s of the refresher's clock; 1m watermark %s",
+		checks, written.Load(), end.Sub(start), e.watermark(t, timescale.Rollup1m))
+	require.Greater(t, checks, 20)
+	require.True(t, e.watermark(t, timescale.Rollup1m).After(start.Add(4*time.Minute)), "the watermarks moved during the run")
+	e.requireRollupsMatch(t, e.cfg.DayTimezone)
 }

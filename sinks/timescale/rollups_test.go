@@ -73,16 +73,29 @@ func newRollupEnvAt(t *testing.T, mutate func(*config.Rollups), now func() time.
 // write stores rows through the writer, as one batch.
 func (e *rollupEnv) write(t *testing.T, rows []timescale.Row) {
 	t.Helper()
+	require.NoError(t, e.tryWrite(rows))
+}
+
+// tryWrite is write for goroutines other than the test's: it returns what
+// went wrong.
+func (e *rollupEnv) tryWrite(rows []timescale.Row) error {
 	recs := make([]pipeline.Record, 0, len(rows))
 	for _, r := range rows {
 		b, err := json.Marshal(r)
-		require.NoError(t, err)
+		if err != nil {
+			return err
+		}
 		recs = append(recs, pipeline.Record{Topic: "readings", Partition: 0, Offset: e.offset.Add(1), Value: b})
 	}
 	next := map[string]map[int32]int64{"readings": {0: e.offset.Load() + 1}}
 	var dead deadLog
-	require.NoError(t, e.w.Write(context.Background(), "g", recs, next, dead.fn))
-	require.Empty(t, dead.recs)
+	if err := e.w.Write(context.Background(), "g", recs, next, dead.fn); err != nil {
+		return err
+	}
+	if len(dead.recs) > 0 {
+		return fmt.Errorf("%d rows dead-lettered", len(dead.recs))
+	}
+	return nil
 }
 
 func (e *rollupEnv) pass(t *testing.T) {
