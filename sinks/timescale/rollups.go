@@ -741,13 +741,15 @@ func (r *Refresher) watermarks(ctx context.Context, conn *pgx.Conn) ([3]time.Tim
 	return wm, nil
 }
 
-// advance moves the watermarks (plain PostgreSQL) up to the last minute
-// that ended settle ago, materializing the buckets that closed since the
-// last pass (stackvps_advance_rollups), in pieces of at most a day of
-// minutes so that catching up after an outage is done in bounded
-// transactions. from is the 1m watermark read at the start of the pass.
+// advance moves the watermarks (plain PostgreSQL) up to the 1m cutoff, the
+// last minute that ended settle ago (the database derives the 1h and 1d
+// watermarks from it as cutoffs does), materializing the buckets that
+// closed since the last pass (stackvps_advance_rollups), in pieces of at
+// most a day of minutes so that catching up after an outage is done in
+// bounded transactions. from is the 1m watermark read at the start of the
+// pass.
 func (r *Refresher) advance(ctx context.Context, conn *pgx.Conn, from time.Time) error {
-	target := r.now().Add(-r.settle()).Truncate(time.Minute)
+	target := r.cutoffs()[Rollup1m.index()]
 	for from.Before(target) {
 		upto := target
 		if upto.Sub(from) > maxPiece[0] {

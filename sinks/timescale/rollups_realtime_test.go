@@ -15,6 +15,20 @@ import (
 	"github.com/stackvps/stackvps/sinks/timescale"
 )
 
+// testClock is a refresher clock the test sets and moves, safe to read
+// from other goroutines.
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := &testClock{}
+	c.Set(time.Now())
+	return c
+}
+
+func (c *testClock) Now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *testClock) Set(at time.Time)    { c.ns.Store(at.UnixNano()) }
+func (c *testClock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
 // TestRollupsRealTimeIntegration: on plain PostgreSQL readings_1m, _1h and
 // _1d are views that aggregate live past their watermarks (migration 0011),
 // so readings of the open minute, hour and day show at once, before any
@@ -22,10 +36,8 @@ import (
 // recomputes the open one; late readings below a watermark are refreshed as
 // before.
 func TestRollupsRealTimeIntegration(t *testing.T) {
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	setClock := func(at time.Time) { clock.Store(at.UnixNano()) }
-	e := newRollupEnvAt(t, nil, func() time.Time { return time.Unix(0, clock.Load()).UTC() })
+	clock := newTestClock()
+	e := newRollupEnvAt(t, nil, clock.Now)
 	if e.mode != timescale.ModePostgres {
 		t.Skip("plain PostgreSQL only: on TimescaleDB real-time aggregation is the extension's (materialized_only = false), and requireRollupsMatch checks the materialized part there")
 	}
@@ -61,7 +73,7 @@ func TestRollupsRealTimeIntegration(t *testing.T) {
 	e.requireRollupsMatch(t, zone)
 
 	// A pass inside the open minute refreshes nothing.
-	setClock(wm.Add(30 * time.Second))
+	clock.Set(wm.Add(30 * time.Second))
 	e.pass(t)
 	adv, ref := counters()
 	require.Zero(t, adv, "no minute closed yet")
@@ -69,7 +81,7 @@ func TestRollupsRealTimeIntegration(t *testing.T) {
 	require.Zero(t, materializedFrom(timescale.Rollup1m, wm))
 
 	// The first minute closes: one advance materializes it.
-	setClock(wm.Add(time.Minute + settle + time.Second))
+	clock.Set(wm.Add(time.Minute + settle + time.Second))
 	e.pass(t)
 	require.Equal(t, wm.Add(time.Minute), e.watermark(t, timescale.Rollup1m))
 	adv, ref = counters()
@@ -98,7 +110,7 @@ func TestRollupsRealTimeIntegration(t *testing.T) {
 	// After the local day ends, its hours and the day are materialized too,
 	// advanced in pieces of at most a day of minutes.
 	_, dayEnd := timescale.DayBucket(zone, wm)
-	setClock(dayEnd.Add(time.Hour + settle + time.Second))
+	clock.Set(dayEnd.Add(time.Hour + settle + time.Second))
 	e.pass(t)
 	require.Equal(t, dayEnd.Add(time.Hour).Truncate(time.Hour), e.watermark(t, timescale.Rollup1h))
 	require.Equal(t, dayEnd.UTC(), e.watermark(t, timescale.Rollup1d))
@@ -160,10 +172,8 @@ func TestRollupsRealTimeDaysIntegration(t *testing.T) {
 // rollup_invalidations, so a refresher that starts over (a crash, a
 // restart) still materializes them.
 func TestRollupsOpenBucketsTimescaleIntegration(t *testing.T) {
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	setClock := func(at time.Time) { clock.Store(at.UnixNano()) }
-	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	clock := newTestClock()
+	now := clock.Now
 	e := newRollupEnvAt(t, nil, now)
 	if e.mode != timescale.ModeTimescale {
 		t.Skip("TimescaleDB only (the extension is not installed here): on plain PostgreSQL TestRollupsRealTimeIntegration covers the open buckets")
@@ -183,7 +193,7 @@ func TestRollupsOpenBucketsTimescaleIntegration(t *testing.T) {
 	materialized := func(ru timescale.Rollup) int { return len(e.materializedOnly(t, ru)) }
 
 	// Inside the open minute: nothing is materialized, the rollups show it.
-	setClock(minute.Add(30 * time.Second))
+	clock.Set(minute.Add(30 * time.Second))
 	e.pass(t)
 	require.Zero(t, e.metric(t, "stackvps_rollups_refreshes_total", timescale.Rollup1m), "the open minute is not refreshed")
 	for _, ru := range timescale.Rollups() {
@@ -199,7 +209,7 @@ func TestRollupsOpenBucketsTimescaleIntegration(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	r2, err := timescale.NewRefresher(ctx, e.pool, timescale.RefresherConfig{Rollups: e.cfg, Registerer: reg, Log: quiet, Now: now})
 	require.NoError(t, err)
-	setClock(minute.Add(time.Minute + settle + time.Second))
+	clock.Set(minute.Add(time.Minute + settle + time.Second))
 	require.NoError(t, r2.Pass(ctx))
 	require.Equal(t, 1.0, gathered(t, reg, "stackvps_rollups_refreshes_total", timescale.Rollup1m))
 	require.Equal(t, 2, materialized(timescale.Rollup1m), "the closed minute of P1 and P2")
@@ -209,7 +219,7 @@ func TestRollupsOpenBucketsTimescaleIntegration(t *testing.T) {
 
 	// Once the day closed, everything is materialized.
 	_, dayEnd := timescale.DayBucket(zone, minute.Add(2*time.Minute))
-	setClock(dayEnd.Add(time.Hour + settle + time.Second))
+	clock.Set(dayEnd.Add(time.Hour + settle + time.Second))
 	require.NoError(t, r2.Pass(ctx))
 	e.requireRollupsMatch(t, zone)
 	var waiting int
@@ -274,8 +284,8 @@ func TestRollupsUpgradeTo0011Integration(t *testing.T) {
 // an advance moves both in one transaction. The refresher's clock runs 100
 // times faster than the wall clock, over six minutes of it.
 func TestRollupsRealTimeConcurrentIntegration(t *testing.T) {
-	var clock atomic.Int64
-	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	clock := newTestClock()
+	now := clock.Now
 	e := newRollupEnvAt(t, func(r *config.Rollups) {
 		// settle = refresh_delay: 30 s of the fast clock, 300 ms of the
 		// wall clock, far more than a batch takes to commit, so no reading
@@ -286,7 +296,7 @@ func TestRollupsRealTimeConcurrentIntegration(t *testing.T) {
 		t.Skip("plain PostgreSQL only: on TimescaleDB real-time aggregation is the extension's")
 	}
 	start := e.watermark(t, timescale.Rollup1m).Add(10 * time.Second)
-	clock.Store(start.UnixNano())
+	clock.Set(start)
 	end := start.Add(6 * time.Minute)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -296,7 +306,7 @@ func TestRollupsRealTimeConcurrentIntegration(t *testing.T) {
 		defer close(done)
 		for now().Before(end) {
 			time.Sleep(20 * time.Millisecond)
-			clock.Add(int64(2 * time.Second))
+			clock.Add(2 * time.Second)
 		}
 	}()
 	go func() { // passes, as fast as they go
