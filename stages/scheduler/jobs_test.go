@@ -287,10 +287,15 @@ func TestHealthCheckScheduledIntegration(t *testing.T) {
 	waitFor(t, 15*time.Second, "a notification", func() bool { return len(prod.records()) > 0 })
 	got := decodeAll(t, codec, prod.records())
 	require.Contains(t, got[0].Body, "10 records were dead-lettered to telemetry.raw.dlq")
+	// The notification is produced inside the run; the run's details are
+	// recorded when it returns, so wait for them.
 	var first, second []byte
-	require.NoError(t, pool.QueryRow(context.Background(), `SELECT
-		(SELECT details FROM scheduler_runs WHERE job = 'health_check' ORDER BY scheduled_for LIMIT 1),
-		(SELECT details FROM scheduler_runs WHERE job = 'health_check' ORDER BY scheduled_for LIMIT 1 OFFSET 1)`).Scan(&first, &second))
+	waitFor(t, 15*time.Second, "the second run's details", func() bool {
+		require.NoError(t, pool.QueryRow(context.Background(), `SELECT
+			(SELECT details FROM scheduler_runs WHERE job = 'health_check' ORDER BY scheduled_for LIMIT 1),
+			(SELECT details FROM scheduler_runs WHERE job = 'health_check' ORDER BY scheduled_for LIMIT 1 OFFSET 1)`).Scan(&first, &second))
+		return second != nil
+	})
 	require.JSONEq(t, `{"dlq_end_offsets": {"telemetry.raw.dlq": 10}, "findings": []}`, string(first))
 	require.Contains(t, string(second), `"dlq_growth"`)
 }
