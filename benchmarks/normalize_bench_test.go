@@ -57,6 +57,12 @@ const (
 //     record unchanged: the stage runtime's own cost (ack tracking, commits
 //     pipelined behind the next polls, metrics) without normalize's work.
 //     For diagnosis; paired with raw_relay.
+//   - path=stage_fanout: pipeline.Stage with a processor that returns,
+//     for each record, the records normalize produces for it, looked up
+//     in the table raw_fanout reads: the stage runtime moving the hop's
+//     traffic with none of normalize's work, so the most the stage path
+//     could reach with a processor that cost nothing. For diagnosis;
+//     paired with raw_fanout.
 //   - path=stage: pipeline.Stage running normalize.New with the built-in
 //     providers, the Avro reading codec without registry and the real device
 //     directory (normalize.Directory over points.Store on a migrated test
@@ -234,6 +240,14 @@ func BenchmarkNormalize(b *testing.B) {
 		stage(b, "stage_identity", identity, n, relay, nil, "", func(*testing.B, *prometheus.Registry) pipeline.Processor {
 			return pipeline.ProcessorFunc(func(_ context.Context, r pipeline.Record) ([]pipeline.Record, error) {
 				return []pipeline.Record{{Key: r.Key, Value: r.Value, Headers: r.Headers, Time: r.Time}}, nil
+			})
+		})
+	})
+
+	b.Run("path=stage_fanout", func(b *testing.B) {
+		stage(b, "stage_fanout", fanout, wantReadings, fanoutRound, nil, "", func(*testing.B, *prometheus.Registry) pipeline.Processor {
+			return pipeline.ProcessorFunc(func(_ context.Context, r pipeline.Record) ([]pipeline.Record, error) {
+				return outputs[string(r.Key)][string(r.Value)], nil
 			})
 		})
 	})
