@@ -2,6 +2,7 @@ package benchmarks_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/stackvps/stackvps/points"
 	"github.com/stackvps/stackvps/providers"
 	"github.com/stackvps/stackvps/sinks/timescale"
+	"github.com/stackvps/stackvps/stages/bridge"
 	"github.com/stackvps/stackvps/stages/normalize"
 )
 
@@ -63,6 +65,12 @@ const (
 //     traffic with none of normalize's work, so the most the stage path
 //     could reach with a processor that cost nothing. For diagnosis;
 //     paired with raw_fanout.
+//   - path=stage_predecoded: path=stage with each provider's decoder
+//     replaced by a lookup of the readings the real decoder gave for the
+//     payload, computed before the rounds: the stage with everything of
+//     normalize but decoding (device lookup, quality, Avro encoding,
+//     metrics), so the most it could reach with a decoder that cost
+//     nothing. For diagnosis; paired with raw_fanout.
 //   - path=stage: pipeline.Stage running normalize.New with the built-in
 //     providers, the Avro reading codec without registry and the real device
 //     directory (normalize.Directory over points.Store on a migrated test
@@ -252,21 +260,27 @@ func BenchmarkNormalize(b *testing.B) {
 		})
 	})
 
+	b.Run("path=stage_predecoded", func(b *testing.B) {
+		decoders := predecodedDecoders(ctx, b, raw)
+		stage(b, "stage_predecoded", k.Topics.Readings, wantReadings, fanoutRound, nil, "", func(b *testing.B, reg *prometheus.Registry) pipeline.Processor {
+			return newNormalizer(b, reg, dir, decoders)
+		})
+	})
+
 	b.Run("path=stage", func(b *testing.B) {
 		rate := stage(b, "stage", k.Topics.Readings, wantReadings, fanoutRound, relay, "ratio_to_relay", func(b *testing.B, reg *prometheus.Registry) pipeline.Processor {
-			return newNormalizer(b, reg, dir)
+			return newNormalizer(b, reg, dir, nil)
 		})
 		b.ReportMetric(rate*float64(wantReadings)/n, "readings/s")
 	})
 }
 
 // newNormalizer builds the processor as `stackvps run --stages normalize`
-// does, its metrics on reg.
-func newNormalizer(b *testing.B, reg prometheus.Registerer, devs normalize.Devices) *normalize.Normalizer {
+// does, its metrics on reg, with decoders (nil: the built-in providers).
+func newNormalizer(b *testing.B, reg prometheus.Registerer, devs normalize.Devices, decoders *providers.Registry) *normalize.Normalizer {
 	b.Helper()
-	decoders := providers.NewRegistry()
-	if err := providers.RegisterBuiltin(decoders); err != nil {
-		b.Fatal(err)
+	if decoders == nil {
+		decoders = builtinDecoders(b)
 	}
 	codec, err := rig.NewCodec()
 	if err != nil {
@@ -308,4 +322,61 @@ func endOffsets(b *testing.B, adm *kadm.Client, topic string) int64 {
 		b.Fatal(err)
 	}
 	return n
+}
+
+func builtinDecoders(b *testing.B) *providers.Registry {
+	b.Helper()
+	decoders := providers.NewRegistry()
+	if err := providers.RegisterBuiltin(decoders); err != nil {
+		b.Fatal(err)
+	}
+	return decoders
+}
+
+// predecodedDecoders returns a registry in which each built-in provider's
+// name looks up, by payload, the readings its decoder gives for the
+// payloads of raw.
+func predecodedDecoders(ctx context.Context, b *testing.B, raw []pipeline.Record) *providers.Registry {
+	b.Helper()
+	builtin := builtinDecoders(b)
+	table := predecoded{}
+	for _, r := range raw {
+		provider, _ := r.Header(bridge.HeaderProvider)
+		topic, _ := r.Header(bridge.HeaderMQTTTopic)
+		dec, err := builtin.Lookup(string(provider))
+		if err != nil {
+			b.Fatal(err)
+		}
+		readings, err := dec.Decode(ctx, providers.Payload{
+			Provider: string(provider), Device: string(r.Key), Topic: string(topic),
+			Bytes: r.Value, ReceivedAt: r.Time,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		table[string(r.Value)] = readings
+	}
+	decoders := providers.NewRegistry()
+	for _, name := range builtin.Names() {
+		if err := decoders.Register(name, table); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return decoders
+}
+
+// predecoded is a providers.AppendDecoder that returns the readings it
+// holds for a payload.
+type predecoded map[string][]providers.Reading
+
+func (d predecoded) Decode(ctx context.Context, p providers.Payload) ([]providers.Reading, error) {
+	return d.AppendDecode(ctx, nil, p)
+}
+
+func (d predecoded) AppendDecode(_ context.Context, dst []providers.Reading, p providers.Payload) ([]providers.Reading, error) {
+	readings, ok := d[string(p.Bytes)]
+	if !ok {
+		return nil, fmt.Errorf("%w: a payload that was not decoded before the rounds", providers.ErrBadPayload)
+	}
+	return append(dst, readings...), nil
 }
