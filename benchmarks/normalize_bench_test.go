@@ -324,6 +324,8 @@ func endOffsets(b *testing.B, adm *kadm.Client, topic string) int64 {
 	return n
 }
 
+// builtinDecoders returns a registry of the built-in providers, as
+// `stackvps run` builds it when normalize.providers_dir is not set.
 func builtinDecoders(b *testing.B) *providers.Registry {
 	b.Helper()
 	decoders := providers.NewRegistry()
