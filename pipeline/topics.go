@@ -66,7 +66,13 @@ func ContractTopics(k config.Kafka) []TopicSpec {
 }
 
 func adminClient(k config.Kafka, extra ...kgo.Opt) (*kadm.Client, error) {
-	cl, err := kgo.NewClient(append(clientOpts(k, k.ClientID+"-admin"), extra...)...)
+	// kadm answers ListTopics from metadata the client cached for up to
+	// MetadataMinAge (5 s by default), a topic's absence included: a topic
+	// described as missing, then created, stayed missing for up to 5 s,
+	// and EnsureTopics waited that long for each new topic. An admin
+	// client lives for one call, so the cache saves it nothing.
+	opts := append(clientOpts(k, k.ClientID+"-admin"), kgo.MetadataMinAge(10*time.Millisecond))
+	cl, err := kgo.NewClient(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("creating kafka admin client: %w", err)
 	}

@@ -1,0 +1,7 @@
+package pipeline
+
+// Internals the external tests reach.
+var (
+	AdminClient = adminClient
+	Describe    = describe
+)
