@@ -324,12 +324,11 @@ func endOffsets(b *testing.B, adm *kadm.Client, topic string) int64 {
 	return n
 }
 
-// builtinDecoders returns a registry of the built-in providers, as
-// `stackvps run` builds it when normalize.providers_dir is not set.
+// builtinDecoders is rig.BuiltinDecoders, failing b on error.
 func builtinDecoders(b *testing.B) *providers.Registry {
 	b.Helper()
-	decoders := providers.NewRegistry()
-	if err := providers.RegisterBuiltin(decoders); err != nil {
+	decoders, err := rig.BuiltinDecoders()
+	if err != nil {
 		b.Fatal(err)
 	}
 	return decoders

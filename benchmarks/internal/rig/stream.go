@@ -144,12 +144,22 @@ func NewCodec() (*schemas.Codec[schemas.Reading], error) {
 	return schemas.NewReadingCodec(context.Background(), config.SchemaRegistry{}, "telemetry.readings")
 }
 
+// BuiltinDecoders returns a registry of the built-in providers, as
+// `stackvps run` builds it when normalize.providers_dir is not set.
+func BuiltinDecoders() (*providers.Registry, error) {
+	reg := providers.NewRegistry()
+	if err := providers.RegisterBuiltin(reg); err != nil {
+		return nil, err
+	}
+	return reg, nil
+}
+
 // NewNormalizer returns the real normalize processor with the built-in
 // providers, the reading codec without registry and devs, its metrics on a
 // registry of its own.
 func NewNormalizer(devs normalize.Devices) (*normalize.Normalizer, error) {
-	reg := providers.NewRegistry()
-	if err := providers.RegisterBuiltin(reg); err != nil {
+	reg, err := BuiltinDecoders()
+	if err != nil {
 		return nil, err
 	}
 	codec, err := NewCodec()
